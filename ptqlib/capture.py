@@ -1,0 +1,202 @@
+"""Record what each quantized site sees during float forward (and backward) passes.
+
+One forward+backward pass over the calibration images records, for every site at once, its
+inputs and the gradient of the task loss with respect to its output, ``∂L/∂O``. That is valid
+for *parallel* calibration, where every layer is calibrated on float inputs, and it replaces the
+official code's pass per layer.
+
+What is kept per site (a :class:`SiteCapture`):
+
+* ``inputs``: the operand(s). Rows (tokens) may be subsampled to ``max_tokens`` with a seeded
+  sample; a matmul's second operand is kept whole, since every output row needs all of it.
+* ``grad``: ``∂L/∂O`` on the same rows (only when the metric needs it).
+* ``absmax`` / ``min``: statistics of the *whole* first operand (and second), per head for
+  matmuls, so initial scales never depend on the sample.
+
+The gradient comes from :func:`task_loss`. The model's parameters get no gradients (only
+activations do), and the images are processed in micro-batches to bound memory; the loss is a
+sum over images, so micro-batching does not change the gradients.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import GradLoss
+from .layers import QuantConv2d, QuantLinear, QuantMatMul
+from .wrap import Site, quantization_disabled
+
+__all__ = ["SiteCapture", "task_loss", "capture"]
+
+
+@dataclass
+class SiteCapture:
+    """What one site saw: operands (row-sampled), output gradient and operand statistics."""
+
+    inputs: list[Tensor] = field(default_factory=list)
+    grad: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        tensors = [*self.inputs, *([self.grad] if self.grad is not None else [])]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def task_loss(logits: Tensor, kind: GradLoss, labels: Tensor | None = None) -> Tensor:
+    """The loss whose output gradients weight the Hessian-guided metric (summed over images).
+
+    ``pseudo_label_ce``: cross-entropy against the float model's own top-1 prediction. Its
+    gradient ``softmax(z) - onehot(argmax z)`` is the empirical Fisher's: informative and label-free.
+    ``label_ce``: cross-entropy against the true labels. ``official_kl``: the official code's
+    ``KL(softmax(z_float) || softmax(z))`` evaluated at ``z = z_float``; its gradient is zero up
+    to rounding, which is why the official "Hessian" weights are noise in parallel calibration.
+    """
+    if kind == "pseudo_label_ce":
+        return F.cross_entropy(logits, logits.detach().argmax(-1), reduction="sum")
+    if kind == "label_ce":
+        if labels is None:
+            raise ValueError("grad_loss='label_ce' needs the calibration labels")
+        return F.cross_entropy(logits, labels.to(logits.device), reduction="sum")
+    if kind == "official_kl":
+        target = F.softmax(logits.detach(), dim=-1)
+        return F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="sum")
+    raise ValueError(f"unknown grad_loss {kind!r}")
+
+
+def _rows(n: int, keep: int | None, gen: torch.Generator) -> Tensor | None:
+    if keep is None or keep >= n:
+        return None
+    return torch.randperm(n, generator=gen)[:keep].sort().values
+
+
+class _Recorder:
+    """Forward hooks (and output-gradient hooks) for one site."""
+
+    def __init__(self, site: Site, max_rows: int | None, want_grad: bool, gen: torch.Generator) -> None:
+        self.site, self.max_rows, self.want_grad, self.gen = site, max_rows, want_grad, gen
+        self.parts: list[list[Tensor]] = []
+        self.grads: list[Tensor] = []
+        self.stats: dict[str, list[Tensor]] = {}
+
+    def _stat(self, key: str, value: Tensor) -> None:
+        self.stats.setdefault(key, []).append(value.detach())
+
+    def _on_grad(self, index: Tensor | None, dim: int, flatten: bool) -> callable:
+        def hook(g: Tensor) -> None:
+            g = g.detach()
+            if flatten:
+                g = g.reshape(-1, g.shape[-1])
+            self.grads.append(g if index is None else g.index_select(dim, index.to(g.device)))
+        return hook
+
+    def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        if isinstance(module, QuantLinear):
+            x = args[0].detach()
+            self._stat("absmax", x.abs().amax())
+            self._stat("max", x.amax())
+            self._stat("min", x.amin())
+            x = x.reshape(-1, x.shape[-1])
+            idx = _rows(x.shape[0], self.max_rows, self.gen)
+            self.parts.append([x if idx is None else x.index_select(0, idx.to(x.device))])
+            grad_hook = self._on_grad(idx, 0, flatten=True)
+        elif isinstance(module, QuantMatMul):
+            a, b = args[0].detach(), args[1].detach()
+            for key, t in (("a", a), ("b", b)):
+                self._stat(f"{key}_absmax", t.abs().amax(dim=tuple(d for d in range(t.ndim) if d != 1)))
+            rows = None if self.max_rows is None else max(1, math.ceil(self.max_rows / a.shape[0]))
+            idx = _rows(a.shape[-2], rows, self.gen)
+            self.parts.append([a if idx is None else a.index_select(-2, idx.to(a.device)), b])
+            grad_hook = self._on_grad(idx, -2, flatten=False)
+        elif isinstance(module, QuantConv2d):
+            self.parts.append([args[0].detach()])
+            grad_hook = self._on_grad(None, 0, flatten=False)
+        else:  # pragma: no cover - sites() only yields the three kinds
+            raise TypeError(type(module))
+        if self.want_grad and output.requires_grad:
+            output.register_hook(grad_hook)
+
+    def result(self) -> SiteCapture:
+        inputs = [torch.cat(ts, 0) for ts in zip(*self.parts)]
+        grad = torch.cat(self.grads, 0) if self.grads else None
+        stats: dict[str, Tensor] = {}
+        for key, vals in self.stats.items():
+            v = torch.stack(vals)
+            stats[key] = v.amin(0) if key == "min" else v.amax(0)
+        return SiteCapture(inputs, grad, stats)
+
+
+def capture(
+    model: nn.Module,
+    images: Tensor,
+    site_list: Sequence[Site],
+    *,
+    grads: bool,
+    grad_loss: GradLoss = "pseudo_label_ce",
+    labels: Tensor | None = None,
+    max_tokens: int | None = None,
+    micro_batch: int | None = None,
+    seed: int = 0,
+    float_model: bool = True,
+    device: str | torch.device = "cpu",
+) -> dict[str, SiteCapture]:
+    """Run the calibration images through ``model`` and record ``site_list``'s operands.
+
+    Args:
+        model: a wrapped model (``quantize_model``).
+        images: the calibration batch ``(B, 3, H, W)``.
+        site_list: the sites to record (others are not hooked).
+        grads: also run a backward pass of :func:`task_loss` and record ``∂L/∂O``.
+        grad_loss, labels: the loss for the backward pass.
+        max_tokens: keep at most this many rows per site (per micro-batch share), seeded.
+        micro_batch: images per forward/backward pass (``None``: all at once).
+        seed: seeds the row sample (one generator per site, in site order).
+        float_model: run with every quantizer off (parallel calibration); ``False`` keeps the
+            current quantizers (sequential calibration).
+        device: where to compute.
+
+    Returns:
+        ``{site name: SiteCapture}``.
+    """
+    total = images.shape[0]
+    micro = micro_batch or total
+    n_parts = math.ceil(total / micro)
+    per_part_rows = None if max_tokens is None else max(1, math.ceil(max_tokens / n_parts))
+    recorders = {}
+    handles = []
+    for i, site in enumerate(site_list):
+        gen = torch.Generator().manual_seed(seed * 100_003 + i)
+        rec = _Recorder(site, per_part_rows, grads, gen)
+        recorders[site.name] = rec
+        handles.append(site.module.register_forward_hook(rec))
+    was_training = model.training
+    requires = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in requires:
+        p.requires_grad_(False)
+    ctx = quantization_disabled(model) if float_model else contextlib.nullcontext(model)
+    try:
+        with ctx:
+            for start in range(0, total, micro):
+                x = images[start : start + micro].to(device)
+                y = None if labels is None else labels[start : start + micro].to(device)
+                if grads:
+                    with torch.enable_grad():
+                        x = x.clone().requires_grad_(True)
+                        task_loss(model(x), grad_loss, y).backward()
+                else:
+                    with torch.no_grad():
+                        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for p, r in requires:
+            p.requires_grad_(r)
+        model.train(was_training)
+    return {name: rec.result() for name, rec in recorders.items()}
+

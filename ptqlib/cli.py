@@ -1,0 +1,269 @@
+"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,models} ...``.
+
+Every mistake ends in one line ``error: <what is wrong; what to do>`` and exit code 2; ``--debug``
+shows the stack trace instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import PtqlibError
+
+__all__ = ["main", "build_parser"]
+
+REPRODUCE_METHODS = ("baseptq", "ptq4vit")
+REPRODUCE_BITS = ((8, 8), (6, 6), (4, 4))
+
+
+def _bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bit-width must be an integer from 2 to 16, got {text!r}") from None
+    if not 2 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"bit-width must be an integer from 2 to 16, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name, optionally with a tag (name.tag)")
+    p.add_argument("--checkpoint", type=Path, help=".safetensors or .pth weights (default: PTQLIB_DATA/weights, else timm download)")
+    p.add_argument("--random-init", action="store_true", help="random weights (structure tests, teaching)")
+    p.add_argument("--data", type=Path, help="data folder laid out like shared/data (default: $PTQLIB_DATA)")
+    p.add_argument("--calib-dir", type=Path, help="calibration images: labels.txt + images, or <wnid>/ folders")
+    p.add_argument("--calib-list", type=Path, help="file names of the calibration images, one a line")
+    p.add_argument("--calib-size", type=_positive, default=32, help="number of calibration images (default 32)")
+    p.add_argument("--val-dir", type=Path, help="validation images: labels.txt + images, or ImageNet val/<wnid>/")
+    p.add_argument("--val-limit", type=_positive, help="evaluate only the first N validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
+    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--micro-batch", type=_positive, help="calibration images per capture pass (less memory)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
+    if single:
+        p.add_argument("--method", default="ptq4vit", help="minmax, baseptq or ptq4vit")
+        p.add_argument("--w-bits", type=_bits, default=8)
+        p.add_argument("--a-bits", type=_bits, default=8)
+    p.add_argument("--search", choices=("grid", "coarse_to_fine"), help="candidate search strategy")
+    p.add_argument("--max-tokens", type=_positive, help="rows per layer used to score candidates")
+    p.add_argument("--metric", choices=("mse", "l1", "hessian", "cosine", "pearson"), help="override the method's metric")
+    p.add_argument("--grad-loss", choices=("pseudo_label_ce", "label_ce", "official_kl"), help="loss behind the Hessian metric")
+    p.add_argument("--order", choices=("parallel", "sequential"), help="calibration order")
+    p.add_argument("--chunks", type=_positive, help="capture passes (memory/time trade-off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ptqlib", description="Post-training quantization of vision transformers.")
+    parser.add_argument("--debug", action="store_true", help="show stack traces")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("quantize", help="calibrate one method and evaluate it")
+    _add_data_args(q)
+    _add_method_args(q, single=True)
+    q.add_argument("--output", type=Path, help="write the result as JSON here")
+    q.add_argument("--no-fp", action="store_true", help="skip the float evaluation")
+
+    r = sub.add_parser("reproduce", help="the main job: BasePTQ and PTQ4ViT at W8A8, W6A6, W4A4 next to float")
+    _add_data_args(r)
+    _add_method_args(r, single=False)
+    r.add_argument("--methods", default=",".join(REPRODUCE_METHODS), help="comma-separated methods")
+    r.add_argument("--bits", default=",".join(f"{w}/{a}" for w, a in REPRODUCE_BITS), help="comma-separated W/A pairs, e.g. 8/8,6/6")
+    r.add_argument("--output-dir", type=Path, default=Path("results"))
+    r.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
+
+    s = sub.add_parser("sensitivity", help="top-1 with one kind of quantizer switched on at a time")
+    _add_data_args(s)
+    _add_method_args(s, single=True)
+    s.add_argument("--output", type=Path, help="write the table as CSV here")
+
+    sub.add_parser("models", help="the paper's models, their timm tags and the paper's accuracy")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("search", "max_tokens", "metric", "grad_loss", "order", "chunks")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    out["seed"] = args.seed
+    return out
+
+
+def _spec(args: argparse.Namespace):
+    from .pipeline import RunSpec
+
+    return RunSpec(model=args.model, checkpoint=args.checkpoint, random_init=args.random_init, data=args.data,
+                   calib_dir=args.calib_dir, calib_list=args.calib_list, calib_size=args.calib_size,
+                   val_dir=args.val_dir, val_limit=args.val_limit, seed=args.seed, device=args.device,
+                   batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as e:
+        raise PtqlibError(f"cannot write {path}: {e.strerror or e}; choose a writable output path") from None
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(rows)[list(columns)].to_string(index=False)
+
+
+RESULT_COLUMNS = ("method", "w_bits", "a_bits", "top1", "top5", "fp_top1", "calib_seconds", "eval_seconds")
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .methods import get_method
+    from .pipeline import prepare, run_method
+
+    config = get_method(args.method, args.w_bits, args.a_bits, **_overrides(args))
+    if args.output is not None:
+        _write(args.output, "")  # fail before the work, not after
+    prepared = prepare(_spec(args), evaluate_float=not args.no_fp, progress=not args.no_progress)
+    result = run_method(prepared, config, progress=not args.no_progress)
+    cols = [c for c in RESULT_COLUMNS if c in result]
+    print(_table([result], cols))
+    if args.output is not None:
+        _write(args.output, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _parse_bits(text: str) -> list[tuple[int, int]]:
+    pairs = []
+    for item in text.split(","):
+        try:
+            w, a = (int(v) for v in item.strip().split("/"))
+        except ValueError:
+            raise PtqlibError(f"--bits takes W/A pairs like 8/8,6/6; got {item!r}") from None
+        for v in (w, a):
+            if not 2 <= v <= 16:
+                raise PtqlibError(f"bit-widths must be integers from 2 to 16; got {item!r}")
+        pairs.append((w, a))
+    return pairs
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .methods import get_method
+    from .models import paper_model
+    from .pipeline import prepare, run_method
+    from .sensitivity import sensitivity
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    pairs = _parse_bits(args.bits)
+    configs = [get_method(m, w, a, **_overrides(args)) for m in methods for w, a in pairs]
+    out_dir: Path = args.output_dir
+    _write(out_dir / ".write-test", "")
+    (out_dir / ".write-test").unlink()
+    progress = not args.no_progress
+    prepared = prepare(_spec(args), progress=progress)
+    if prepared.val is None:
+        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
+    fp = prepared.fp
+    print(f"float {args.model}: top-1 {fp.top1:.2f} %, top-5 {fp.top5:.2f} % on {fp.images} images")
+    results = []
+    stem = args.model.replace("/", "_")
+    for config in configs:
+        result = run_method(prepared, config, progress=progress)
+        results.append(result)
+        print(f"{config.method} W{config.w_bits}A{config.a_bits}: top-1 {result['top1']:.2f} % "
+              f"(float {result['fp_top1']:.2f}), calibration {result['calib_seconds']:.1f} s", flush=True)
+        _write(out_dir / f"{stem}.json", json.dumps(results, indent=2) + "\n")
+    import pandas as pd
+
+    paper = paper_model(args.model)
+    table = pd.DataFrame(results)[list(RESULT_COLUMNS) + ["eval_images"]]
+    if paper is not None:
+        table["paper_top1"] = [getattr(paper, f"{'base' if r['method'] == 'baseptq' else r['method']}_w{r['w_bits']}a{r['a_bits']}", None)
+                               for r in results]
+    _write(out_dir / f"{stem}.csv", table.to_csv(index=False))
+    print()
+    print(table.to_string(index=False))
+    print(f"\nwrote {out_dir / (stem + '.csv')} and {out_dir / (stem + '.json')}")
+    if not args.no_sensitivity:
+        config = get_method("ptq4vit", 8, 8, **_overrides(args))
+        run_method(prepared, config, progress=progress)
+        model = prepared.extra.pop("last_model")
+        print("\nper-layer sensitivity, PTQ4ViT W8A8 (only the named quantizers on):")
+        rows = sensitivity(model, prepared.loader(), fp=fp, device=args.device, progress=progress)
+        _write(out_dir / f"{stem}_sensitivity_w8a8.csv", pd.DataFrame(rows).to_csv(index=False))
+        print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .methods import get_method
+    from .pipeline import prepare, run_method
+    from .sensitivity import sensitivity
+
+    config = get_method(args.method, args.w_bits, args.a_bits, **_overrides(args))
+    prepared = prepare(_spec(args), progress=not args.no_progress)
+    if prepared.val is None:
+        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA")
+    run_method(prepared, config, progress=not args.no_progress)
+    rows = sensitivity(prepared.extra.pop("last_model"), prepared.loader(), fp=prepared.fp, device=args.device,
+                       progress=not args.no_progress)
+    print(f"float top-1 {prepared.fp.top1:.2f} %; {config.method} W{config.w_bits}A{config.a_bits}, one group at a time:")
+    print(pd.DataFrame(rows).to_string(index=False))
+    if args.output is not None:
+        _write(args.output, pd.DataFrame(rows).to_csv(index=False))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .models import PAPER_MODELS
+
+    print(_table([asdict(m) for m in PAPER_MODELS], list(asdict(PAPER_MODELS[0]))))
+    return 0
+
+
+COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity, "models": _cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PtqlibError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; use --micro-batch 8 or --chunks 4 to calibrate in smaller pieces", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

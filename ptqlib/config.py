@@ -1,0 +1,92 @@
+"""What to quantize and how to calibrate it: one frozen dataclass. Presets live in ``methods.py``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+from .metrics import METRICS, MetricName
+from .search import SearchStrategy
+
+__all__ = ["PTQConfig", "GradLoss", "Granularity"]
+
+Granularity = Literal["tensor", "channel"]
+GradLoss = Literal["pseudo_label_ce", "label_ce", "official_kl"]
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """A complete post-training quantization recipe.
+
+    Quantizers:
+        w_bits, a_bits: bit-widths of weights and of activations (inputs of every Linear, both
+            matmul operands). 2..16.
+        twin_softmax: post-softmax values (attn@v's first operand) use the twin-uniform quantizer.
+        twin_gelu: post-GELU values (fc2's input) use the twin-uniform quantizer.
+        softmax_unsigned: without twin, quantize post-softmax values with an unsigned uniform
+            quantizer (all k bits for [0, 1]); the official BasePTQ uses a signed one.
+        weight_granularity: ``tensor`` (one scale; qkv gets three, one each for q, k, v) or
+            ``channel`` (one per output channel) for Linear weights. Conv weights are always
+            per output channel.
+        matmul_granularity: ``tensor`` or ``head`` (one scale per attention head) for both
+            matmul operands.
+
+    Calibration:
+        metric: distance used to score candidate scales (``metrics.py``).
+        grad_loss: loss whose gradient weights the ``hessian`` metric. ``pseudo_label_ce`` is
+            cross-entropy against the float model's own top-1 predictions (a Fisher weight that
+            needs no labels); ``label_ce`` uses the true labels; ``official_kl`` is the official
+            code's KL(float || float), whose gradient vanishes in parallel calibration.
+        alpha, beta, n: the candidate grid ``(α + i(β-α)/n)·Δ₀``, i = 0..n.
+        rounds: alternating weight/input search rounds; 0 means min-max scales, no search.
+        search: ``grid`` (exhaustive) or ``coarse_to_fine`` (``search.py``).
+        max_tokens: score candidates on at most this many rows (tokens) per layer, a seeded
+            sample; ``None`` uses all.
+        order: ``parallel`` (every layer sees float inputs; one capture pass) or ``sequential``
+            (block by block, each block sees the already-quantized blocks' outputs).
+        chunks: split the layers into this many groups captured in separate passes (less
+            memory, more passes).
+        seed: seeds the token sample.
+    """
+
+    method: str = "custom"
+    w_bits: int = 8
+    a_bits: int = 8
+    twin_softmax: bool = False
+    twin_gelu: bool = False
+    softmax_unsigned: bool = True
+    weight_granularity: Granularity = "tensor"
+    matmul_granularity: Literal["tensor", "head"] = "tensor"
+    metric: MetricName = "hessian"
+    grad_loss: GradLoss = "pseudo_label_ce"
+    alpha: float = 0.01
+    beta: float = 1.2
+    n: int = 100
+    rounds: int = 3
+    search: SearchStrategy = "grid"
+    max_tokens: int | None = None
+    order: Literal["parallel", "sequential"] = "parallel"
+    chunks: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("w_bits", "a_bits"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 2 <= v <= 16:
+                raise ValueError(f"{name} must be an integer from 2 to 16, got {v!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+        if self.rounds < 0 or self.n < 1 or self.chunks < 1:
+            raise ValueError("rounds must be >= 0, n >= 1 and chunks >= 1")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("max_tokens must be positive or None")
+
+    @property
+    def needs_grads(self) -> bool:
+        return self.metric == "hessian" and self.rounds > 0
+
+    def replace(self, **changes: Any) -> "PTQConfig":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,351 @@
+"""Uniform and twin-uniform quantizers: pure functions, then tiny modules that hold their scales.
+
+Every quantizer here has three faces that agree exactly:
+
+* ``*_codes(x, ...)``: the integer codes (``torch.int32``) a real integer kernel would store;
+* ``*_dequantize(codes, ...)``: the real values those codes stand for;
+* ``*_fake(x, ...)``: the fake-quantized tensor, ``dequantize(codes(x))`` bit for bit.
+
+Uniform, symmetric, k bits (signed)::
+
+    q = round(clamp(x / Δ, -2^(k-1), 2^(k-1) - 1))        x̂ = q · Δ
+
+(clamping first, at whole-number bounds, equals rounding first and lets the straight-through
+gradient reach every value inside the range).
+
+and unsigned ``q = clamp(round(x / Δ), 0, 2^k - 1)``. ``Δ`` broadcasts against ``x``, so one
+shape serves per-tensor (``()``), per-output-channel (``(C, 1)``) and per-head (``(1, H, 1, 1)``).
+
+Twin-uniform for post-softmax values (PTQ4ViT, Sec. 4.1), k bits = 1 range bit + (k-1) magnitude
+bits, n = 2^(k-1)::
+
+    Δ2 = 1 / n                      coarse step: R2 = [0, n·Δ2) covers [0, 1)
+    Δ1 = Δ2 / 2^m                   fine step:   R1 = [0, n·Δ1)
+    x in R1  ->  code = round(x / Δ1) clamped to [0, n-1],  range bit 0
+    else     ->  code = round(x / Δ2) clamped to [0, n-1],  range bit 1
+
+Worked example, k = 4 (n = 8), m = 2: Δ2 = 1/8, Δ1 = 1/32, R1 = [0, 0.25).
+0.10 -> 0.10·32 = 3.2 -> code 3, value 3/32 = 0.09375. 0.30 is outside R1 -> 0.30·8 = 2.4 ->
+code 2 with the range bit: 0b1010 = 10, value 2/8 = 0.25.
+
+Twin-uniform for post-GELU values: one sign bit + (k-1) magnitude bits; positives use Δp and
+negatives Δn = Δp / 2^m (GELU's negative part lies in [-0.17, 0], so m > 0 usually)::
+
+    x >= 0  ->  code = round(x / Δp) clamped to [0, n-1],   sign bit 0
+    x <  0  ->  code = round(-x / Δn) clamped to [0, n-1],  sign bit 1, value -code·Δn
+
+The official PTQ4ViT code deviates in two places (its softmax quantizer adds the high and low
+parts, and its GELU quantizer lets the two steps have any ratio); ours are correct by construction.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "round_ste",
+    "qrange",
+    "uniform_codes",
+    "uniform_dequantize",
+    "uniform_fake",
+    "twin_softmax_steps",
+    "twin_softmax_codes",
+    "twin_softmax_dequantize",
+    "twin_softmax_fake",
+    "twin_gelu_codes",
+    "twin_gelu_dequantize",
+    "twin_gelu_fake",
+    "Quantizer",
+    "UniformQuantizer",
+    "TwinSoftmaxQuantizer",
+    "TwinGeluQuantizer",
+]
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round to nearest (ties to even) with a straight-through gradient (d round(x)/dx := 1).
+
+    >>> round_ste(torch.tensor([0.4, 0.5, 1.5, -1.6]))
+    tensor([ 0.,  0.,  2., -2.])
+    """
+    return x + (torch.round(x) - x).detach()
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """The smallest and largest integer code of a ``bits``-bit uniform quantizer.
+
+    >>> qrange(8, True), qrange(8, False)
+    ((-128, 127), (0, 255))
+    """
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _round(x: Tensor) -> Tensor:
+    """``round_ste`` where a gradient is wanted, plain (faster) ``torch.round`` otherwise."""
+    return round_ste(x) if x.requires_grad else torch.round(x)
+
+
+# ----------------------------------------------------------------------------- uniform
+
+
+def _uniform_levels(x: Tensor, scale: Tensor, bits: int, signed: bool) -> Tensor:
+    lo, hi = qrange(bits, signed)
+    return _round(torch.clamp(x / scale, lo, hi))
+
+
+def uniform_codes(x: Tensor, scale: Tensor, bits: int, signed: bool = True) -> Tensor:
+    """Integer codes ``clamp(round(x / scale), lo, hi)`` as ``int32``.
+
+    >>> uniform_codes(torch.tensor([0.26, -1.0, 9.0]), torch.tensor(0.25), 4)
+    tensor([ 1, -4,  7], dtype=torch.int32)
+    """
+    return _uniform_levels(x, scale, bits, signed).to(torch.int32)
+
+
+def uniform_dequantize(codes: Tensor, scale: Tensor) -> Tensor:
+    """Real values of uniform codes: ``codes · scale``."""
+    return codes.to(scale.dtype) * scale
+
+
+def uniform_fake(x: Tensor, scale: Tensor, bits: int, signed: bool = True) -> Tensor:
+    """Fake-quantize: ``uniform_dequantize(uniform_codes(x))``, exactly, with a straight-through
+    gradient inside the clipping range.
+
+    >>> uniform_fake(torch.tensor([0.26, -1.0, 9.0]), torch.tensor(0.25), 4)
+    tensor([ 0.2500, -1.0000,  1.7500])
+    """
+    return _uniform_levels(x, scale, bits, signed) * scale
+
+
+# ----------------------------------------------------------------------------- twin softmax
+
+
+def twin_softmax_steps(bits: int, m: Tensor | int) -> tuple[Tensor, Tensor]:
+    """The fine and coarse steps ``(Δ1, Δ2)`` of the post-softmax twin quantizer.
+
+    ``Δ2 = 1 / 2^(k-1)`` so the coarse range covers [0, 1); ``Δ1 = Δ2 / 2^m``. Both are powers of
+    two, so dividing by them is exact in floating point.
+
+    >>> twin_softmax_steps(4, 2)
+    (tensor(0.0312), tensor(0.1250))
+    """
+    m_t = torch.as_tensor(m, dtype=torch.float32)
+    d2 = torch.tensor(2.0 ** -(bits - 1))
+    return d2 * torch.exp2(-m_t), d2
+
+
+def _twin_softmax_parts(x: Tensor, bits: int, m: Tensor | int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    n = 2 ** (bits - 1)
+    d1, d2 = twin_softmax_steps(bits, m)
+    d1, d2 = d1.to(x.device, x.dtype), d2.to(x.device, x.dtype)
+    in_fine = x < n * d1
+    fine = _round(torch.clamp(x / d1, 0, n - 1))
+    coarse = _round(torch.clamp(x / d2, 0, n - 1))
+    return in_fine, fine, coarse, d1
+
+
+def twin_softmax_codes(x: Tensor, bits: int, m: Tensor | int) -> Tensor:
+    """Codes of the post-softmax twin quantizer: ``range_bit << (k-1) | magnitude``.
+
+    >>> twin_softmax_codes(torch.tensor([0.10, 0.30, 1.0]), 4, 2)
+    tensor([ 3, 10, 15], dtype=torch.int32)
+    """
+    in_fine, fine, coarse, _ = _twin_softmax_parts(x, bits, m)
+    magnitude = torch.where(in_fine, fine, coarse).to(torch.int32)
+    return magnitude | ((~in_fine).to(torch.int32) << (bits - 1))
+
+
+def twin_softmax_dequantize(codes: Tensor, bits: int, m: Tensor | int) -> Tensor:
+    """Real values of post-softmax twin codes (the range bit picks Δ1 or Δ2)."""
+    d1, d2 = twin_softmax_steps(bits, m)
+    d1, d2 = d1.to(codes.device), d2.to(codes.device)
+    magnitude = (codes & (2 ** (bits - 1) - 1)).to(torch.float32)
+    coarse = (codes >> (bits - 1)) & 1
+    return torch.where(coarse.bool(), magnitude * d2, magnitude * d1)
+
+
+def twin_softmax_fake(x: Tensor, bits: int, m: Tensor | int) -> Tensor:
+    """Fake-quantize post-softmax values; equals ``twin_softmax_dequantize(twin_softmax_codes(x))``.
+
+    >>> twin_softmax_fake(torch.tensor([0.10, 0.30, 1.0]), 4, 2)
+    tensor([0.0938, 0.2500, 0.8750])
+    """
+    in_fine, fine, coarse, d1 = _twin_softmax_parts(x, bits, m)
+    d2 = 2.0 ** -(bits - 1)
+    return torch.where(in_fine, fine * d1, coarse * d2)
+
+
+# ----------------------------------------------------------------------------- twin GELU
+
+
+def _twin_gelu_parts(
+    x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int
+) -> tuple[Tensor, Tensor, Tensor]:
+    n = 2 ** (bits - 1)
+    m_t = torch.as_tensor(m, dtype=x.dtype, device=x.device)
+    scale_neg = scale_pos * torch.exp2(-m_t)
+    positive = x >= 0
+    step = torch.where(positive, scale_pos, scale_neg)
+    magnitude = _round(torch.clamp(x.abs() / step, 0, n - 1))
+    return positive, magnitude, step
+
+
+def twin_gelu_codes(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> Tensor:
+    """Codes of the post-GELU twin quantizer: ``sign_bit << (k-1) | magnitude``.
+
+    >>> twin_gelu_codes(torch.tensor([1.3, -0.1]), 4, torch.tensor(0.5), 3)  # Δn = 1/16
+    tensor([ 3, 10], dtype=torch.int32)
+    """
+    positive, magnitude, _ = _twin_gelu_parts(x, bits, scale_pos, m)
+    return magnitude.to(torch.int32) | ((~positive).to(torch.int32) << (bits - 1))
+
+
+def twin_gelu_dequantize(codes: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> Tensor:
+    """Real values of post-GELU twin codes (the sign bit picks -Δn or Δp)."""
+    m_t = torch.as_tensor(m, dtype=scale_pos.dtype, device=scale_pos.device)
+    magnitude = (codes & (2 ** (bits - 1) - 1)).to(scale_pos.dtype)
+    negative = ((codes >> (bits - 1)) & 1).bool()
+    return torch.where(negative, -magnitude * (scale_pos * torch.exp2(-m_t)), magnitude * scale_pos)
+
+
+def twin_gelu_fake(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> Tensor:
+    """Fake-quantize post-GELU values; equals ``twin_gelu_dequantize(twin_gelu_codes(x))``.
+
+    >>> twin_gelu_fake(torch.tensor([1.3, -0.1, 9.0]), 4, torch.tensor(0.5), 3)
+    tensor([ 1.5000, -0.1250,  3.5000])
+    """
+    positive, magnitude, step = _twin_gelu_parts(x, bits, scale_pos, m)
+    return torch.where(positive, magnitude, -magnitude) * step
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class Quantizer(nn.Module):
+    """A fake quantizer: identity while ``enabled`` is False, else ``fake(x)``.
+
+    A quantizer's state is its data (``bits``, scales, ``enabled``); calibration computes that
+    data elsewhere and sets it. Subclasses define :meth:`fake`, :meth:`codes`, :meth:`dequantize`.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        if not isinstance(bits, int) or not 2 <= bits <= 16:
+            raise ValueError(f"bits must be an integer in 2..16, got {bits!r}")
+        self.bits = bits
+        self.enabled = False
+        self.version = 0  # bumped by set(): lets layers cache quantized weights safely
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fake(x) if self.enabled else x
+
+    def fake(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def codes(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def dequantize(self, codes: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, enabled={self.enabled}"
+
+
+class UniformQuantizer(Quantizer):
+    """Symmetric uniform quantizer; ``scale`` broadcasts (per tensor, channel or head).
+
+    >>> q = UniformQuantizer(4).set(scale=torch.tensor(0.25))
+    >>> q(torch.tensor([0.26, 9.0]))
+    tensor([0.2500, 1.7500])
+    """
+
+    def __init__(self, bits: int, signed: bool = True) -> None:
+        super().__init__(bits)
+        self.signed = signed
+        self.register_buffer("scale", torch.ones(()))
+
+    def set(self, scale: Tensor, enabled: bool = True) -> "UniformQuantizer":
+        """Set the step(s) and enable; returns self."""
+        scale = torch.as_tensor(scale, dtype=torch.float32).detach()
+        if not torch.all(torch.isfinite(scale) & (scale > 0)):
+            raise ValueError("quantizer scales must be finite and positive")
+        self.scale = scale.to(self.scale.device)
+        self.enabled = enabled
+        self.version += 1
+        return self
+
+    def fake(self, x: Tensor) -> Tensor:
+        return uniform_fake(x, self.scale, self.bits, self.signed)
+
+    def codes(self, x: Tensor) -> Tensor:
+        return uniform_codes(x, self.scale, self.bits, self.signed)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return uniform_dequantize(codes, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, signed={self.signed}, scale_shape={tuple(self.scale.shape)}"
+
+
+class TwinSoftmaxQuantizer(Quantizer):
+    """Twin-uniform quantizer for post-softmax values in [0, 1]; ``m`` (per tensor or head) sets
+    the fine step ``Δ1 = 2^-(k-1) / 2^m``.
+
+    >>> TwinSoftmaxQuantizer(4).set(m=2)(torch.tensor([0.10, 0.30]))
+    tensor([0.0938, 0.2500])
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__(bits)
+        self.register_buffer("m", torch.zeros((), dtype=torch.int64))
+
+    def set(self, m: Tensor | int, enabled: bool = True) -> "TwinSoftmaxQuantizer":
+        self.m = torch.as_tensor(m, dtype=torch.int64).detach().to(self.m.device)
+        self.enabled = enabled
+        self.version += 1
+        return self
+
+    def fake(self, x: Tensor) -> Tensor:
+        return twin_softmax_fake(x, self.bits, self.m)
+
+    def codes(self, x: Tensor) -> Tensor:
+        return twin_softmax_codes(x, self.bits, self.m)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return twin_softmax_dequantize(codes, self.bits, self.m)
+
+
+class TwinGeluQuantizer(Quantizer):
+    """Twin-uniform quantizer for post-GELU values: ``scale`` for positives and
+    ``scale / 2^m`` for negatives.
+
+    >>> TwinGeluQuantizer(4).set(scale=torch.tensor(0.5), m=3)(torch.tensor([1.3, -0.1]))
+    tensor([ 1.5000, -0.1250])
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__(bits)
+        self.register_buffer("scale", torch.ones(()))
+        self.register_buffer("m", torch.zeros((), dtype=torch.int64))
+
+    def set(self, scale: Tensor, m: Tensor | int, enabled: bool = True) -> "TwinGeluQuantizer":
+        scale = torch.as_tensor(scale, dtype=torch.float32).detach()
+        if not torch.all(torch.isfinite(scale) & (scale > 0)):
+            raise ValueError("quantizer scales must be finite and positive")
+        self.scale = scale.to(self.scale.device)
+        self.m = torch.as_tensor(m, dtype=torch.int64).detach().to(self.scale.device)
+        self.enabled = enabled
+        self.version += 1
+        return self
+
+    def fake(self, x: Tensor) -> Tensor:
+        return twin_gelu_fake(x, self.bits, self.scale, self.m)
+
+    def codes(self, x: Tensor) -> Tensor:
+        return twin_gelu_codes(x, self.bits, self.scale, self.m)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return twin_gelu_dequantize(codes, self.bits, self.scale, self.m)

@@ -1,0 +1,47 @@
+"""Shared test fixtures: the real data folder (from ``PTQLIB_DATA``) and tiny synthetic images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ptqlib.data import DataPaths
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> DataPaths:
+    """The real data folder named by ``PTQLIB_DATA``.
+
+    Skips when it is unset, except under CI (``CI=true``), where a missing data folder fails:
+    CI must never silently skip the real-data tests.
+    """
+    root = os.environ.get("PTQLIB_DATA")
+    if not root or not Path(root).is_dir():
+        message = f"PTQLIB_DATA is {'unset' if not root else f'{root!r}, not a directory'}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI must run the real-data tests")
+        pytest.skip(f"{message}; set it to the shared data folder to run the real-data tests")
+    return DataPaths.from_root(root)
+
+
+def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30), color: int = 7) -> Path:
+    """Save a small synthetic image (JPEG unless the suffix says otherwise) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fill = {"L": color * 30, "CMYK": (color * 30, 20, 40, 0), "RGBA": (color * 30, 60, 90, 128),
+            "P": color}.get(mode, (color * 30, 60, 90))
+    Image.new(mode, size, fill).save(path)
+    return path
+
+
+@pytest.fixture
+def labeled_folder(tmp_path: Path) -> Path:
+    """``labels.txt`` + ``images/`` with RGB, grayscale, CMYK and RGBA (PNG) images."""
+    names = {"a_rgb.JPEG": ("RGB", 3), "b_gray.JPEG": ("L", 1), "c_cmyk.JPEG": ("CMYK", 999),
+             "d_rgba.png": ("RGBA", 0)}
+    for name, (mode, _) in names.items():
+        write_image(tmp_path / "images" / name, mode)
+    lines = [f"{name} {label}" for name, (_, label) in names.items()]
+    (tmp_path / "labels.txt").write_text("\n".join(lines) + "\n\n")
+    return tmp_path
