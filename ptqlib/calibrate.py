@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .capture import SiteCapture, capture
 from .config import PTQConfig
 from .errors import PtqlibError
+from .guards import check_finite_captures, check_finite_images, check_finite_weights, guard_memory
 from .layers import QuantConv2d, QuantLinear, QuantMatMul
 from .metrics import get_metric
 from .quant import (
@@ -90,8 +91,16 @@ class _Tally:
     def __init__(self) -> None:
         self.n = 0
 
-    def search(self, score: Callable[[Tensor], Tensor], grid: Tensor, channels: int, config: PTQConfig, chunk: int) -> Tensor:
-        best, n = search(score, grid, channels, config.search, chunk=chunk)
+    def search(
+        self, score: Callable[[Tensor], Tensor], grid: Tensor, channels: int, config: PTQConfig, chunk: int,
+        previous: Tensor | None = None,
+    ) -> Tensor:
+        """``search.search``, counting evaluations; ``previous`` (values on ``grid``, from an
+        earlier round) lets ``coarse_to_fine`` refine locally instead of starting over."""
+        around = None
+        if previous is not None and config.search == "coarse_to_fine":
+            around = (grid.unsqueeze(0) - previous.reshape(-1, 1)).abs().argmin(1).expand(channels)
+        best, n = search(score, grid, channels, config.search, chunk=chunk, around=around)
         self.n += n
         return best
 
@@ -148,6 +157,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
         g_g = None if g is None else g.view(t, groups, per_group)
         grid = linear_grid(config.alpha, config.beta, config.n)
         chunk = _chunk(t * out_features)
+        w_mult = a_mult = None
         for _ in range(config.rounds):
             xq = _fake_input(iq, x, a_params)
 
@@ -158,7 +168,8 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
                     o_hat = o_hat + b
                 return metric(out_g, o_hat.view(-1, t, groups, per_group), g_g, channel_dim=1)
 
-            w_step = w_step0 * tally.search(score_w, grid, groups, config, chunk)
+            w_mult = tally.search(score_w, grid, groups, config, chunk, w_mult)
+            w_step = w_step0 * w_mult
             wq_t = uniform_fake(w, rows(w_step), wq_bits).t()
 
             def score_a(values: Tensor, key: str) -> Tensor:
@@ -171,7 +182,8 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
                     o_hat = o_hat + b
                 return metric(out, o_hat, g).view(k, 1)
 
-            a_params["scale"] = a_step0 * tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk)[0]
+            a_mult = tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk, a_mult)
+            a_params["scale"] = a_step0 * a_mult[0]
             if isinstance(iq, TwinGeluQuantizer):
                 a_params["m"] = tally.search(lambda v: score_a(v, "m"), TWIN_GELU_SPLITS, 1, config.replace(search="grid"), chunk)[0]
 
@@ -258,14 +270,17 @@ def _calibrate_matmul(name: str, layer: QuantMatMul, cap: SiteCapture, config: P
                 return metric(out, o_hat, g, channel_dim=channel_dim).reshape(k, channels)
             return score
 
+        a_mult = b_mult = None
         for _ in range(config.rounds):
             bq = _fake_input(qb, bm, as_tensor_params(pb))
             if isinstance(qa, TwinSoftmaxQuantizer):
                 pa["m"] = tally.search(scorer("a", "m"), _softmax_splits(qa.bits), channels, config.replace(search="grid"), chunk)
             else:
-                pa["scale"] = a_step0 * tally.search(scorer("a", "scale"), grid, channels, config, chunk)
+                a_mult = tally.search(scorer("a", "scale"), grid, channels, config, chunk, a_mult)
+                pa["scale"] = a_step0 * a_mult
             aq_fixed = _fake_input(qa, a, as_tensor_params(pa))
-            pb["scale"] = b_step0 * tally.search(scorer("b", "scale"), grid, channels, config, chunk)
+            b_mult = tally.search(scorer("b", "scale"), grid, channels, config, chunk, b_mult)
+            pb["scale"] = b_step0 * b_mult
 
     def final(p: dict[str, Tensor]) -> dict[str, Tensor]:
         out_p = {k: (v.view(1, heads, 1, 1) if per_head else v.reshape(())) for k, v in p.items()}
@@ -329,6 +344,7 @@ def calibrate(
     device: str | torch.device = "cpu",
     micro_batch: int | None = None,
     progress: bool = True,
+    max_memory: float | None = None,
 ) -> CalibrationReport:
     """Calibrate a wrapped model on a batch of images, set its scales and return them.
 
@@ -341,6 +357,8 @@ def calibrate(
         device: where to compute.
         micro_batch: images per capture pass (memory bound); ``None`` = all at once.
         progress: show a progress bar.
+        max_memory: memory budget in GB for parallel calibration (default: the available memory);
+            more capture passes (``chunks``) are used when needed (``guards.py``).
     """
     config = config or getattr(model, "ptq_config", None)
     if config is None:
@@ -348,6 +366,9 @@ def calibrate(
     if images.ndim != 4 or images.shape[0] == 0:
         raise PtqlibError(f"calibration images must be a non-empty batch (B, 3, H, W), got shape {tuple(images.shape)}")
     site_list = sites(model)
+    check_finite_images(images)
+    check_finite_weights(site_list)
+    config = guard_memory(model, images, site_list, config, micro_batch=micro_batch, device=device, max_memory=max_memory)
     start = time.perf_counter()
     report = CalibrationReport(scales={}, seconds=0.0, evaluations=0, passes=0, images=images.shape[0])
     groups = _groups(site_list, config)
@@ -355,7 +376,7 @@ def calibrate(
     for group in groups:
         t0 = time.perf_counter()
         caps = capture(
-            model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, labels=labels,
+            model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, grad_norm=config.grad_norm, labels=labels,
             max_tokens=config.max_tokens, micro_batch=micro_batch, seed=config.seed, device=device,
             float_model=True)
         report.passes += 1
@@ -367,6 +388,7 @@ def calibrate(
                 caps[s.name].inputs = seq[s.name].inputs
                 caps[s.name].stats = seq[s.name].stats
             report.passes += 1
+        check_finite_captures(caps)
         report.capture_seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
         group_scales: Scales = {}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -78,8 +79,10 @@ def _rows(n: int, keep: int | None, gen: torch.Generator) -> Tensor | None:
 class _Recorder:
     """Forward hooks (and output-gradient hooks) for one site."""
 
-    def __init__(self, site: Site, max_rows: int | None, want_grad: bool, gen: torch.Generator) -> None:
+    def __init__(self, site: Site, max_rows: int | None, want_grad: bool, gen: torch.Generator,
+                 grad_norm: str = "none") -> None:
         self.site, self.max_rows, self.want_grad, self.gen = site, max_rows, want_grad, gen
+        self.grad_norm = grad_norm
         self.parts: list[list[Tensor]] = []
         self.grads: list[Tensor] = []
         self.stats: dict[str, list[Tensor]] = {}
@@ -90,6 +93,9 @@ class _Recorder:
     def _on_grad(self, index: Tensor | None, dim: int, flatten: bool) -> callable:
         def hook(g: Tensor) -> None:
             g = g.detach()
+            if self.grad_norm == "image":  # every image's gradient to unit mean square
+                rms = g.square().mean(dim=tuple(range(1, g.ndim)), keepdim=True).sqrt()
+                g = g / rms.clamp_min(torch.finfo(g.dtype).tiny)
             if flatten:
                 g = g.reshape(-1, g.shape[-1])
             self.grads.append(g if index is None else g.index_select(dim, index.to(g.device)))
@@ -138,6 +144,7 @@ def capture(
     *,
     grads: bool,
     grad_loss: GradLoss = "pseudo_label_ce",
+    grad_norm: str = "none",
     labels: Tensor | None = None,
     max_tokens: int | None = None,
     micro_batch: int | None = None,
@@ -153,9 +160,10 @@ def capture(
         site_list: the sites to record (others are not hooked).
         grads: also run a backward pass of :func:`task_loss` and record ``∂L/∂O``.
         grad_loss, labels: the loss for the backward pass.
+        grad_norm: ``image`` scales each image's ``∂L/∂O`` to unit mean square; ``none`` keeps it.
         max_tokens: keep at most this many rows per site (per micro-batch share), seeded.
         micro_batch: images per forward/backward pass (``None``: all at once).
-        seed: seeds the row sample (one generator per site, in site order).
+        seed: seeds the row sample (one generator per site, seeded by its name).
         float_model: run with every quantizer off (parallel calibration); ``False`` keeps the
             current quantizers (sequential calibration).
         device: where to compute.
@@ -169,9 +177,10 @@ def capture(
     per_part_rows = None if max_tokens is None else max(1, math.ceil(max_tokens / n_parts))
     recorders = {}
     handles = []
-    for i, site in enumerate(site_list):
-        gen = torch.Generator().manual_seed(seed * 100_003 + i)
-        rec = _Recorder(site, per_part_rows, grads, gen)
+    for site in site_list:
+        # one generator per site, seeded by its name: the sample does not depend on grouping
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(site.name.encode()))
+        rec = _Recorder(site, per_part_rows, grads, gen, grad_norm)
         recorders[site.name] = rec
         handles.append(site.module.register_forward_hook(rec))
     was_training = model.training

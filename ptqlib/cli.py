@@ -1,4 +1,4 @@
-"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,models} ...``.
+"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,models} ...``.
 
 Every mistake ends in one line ``error: <what is wrong; what to do>`` and exit code 2; ``--debug``
 shows the stack trace instead.
@@ -40,6 +40,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _gigabytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a memory size in GB such as 8 or 0.5, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive memory size in GB, got {text}")
+    return value
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="vit_tiny_patch16_224", help="timm model name, optionally with a tag (name.tag)")
     p.add_argument("--checkpoint", type=Path, help=".safetensors or .pth weights (default: PTQLIB_DATA/weights, else timm download)")
@@ -55,6 +65,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
     p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     p.add_argument("--micro-batch", type=_positive, help="calibration images per capture pass (less memory)")
+    p.add_argument("--max-memory", type=_gigabytes, metavar="GB",
+                   help="memory calibration may use (default: what is available); more capture passes if needed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -81,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_args(q, single=True)
     q.add_argument("--output", type=Path, help="write the result as JSON here")
     q.add_argument("--no-fp", action="store_true", help="skip the float evaluation")
+    q.add_argument("--save", type=Path, metavar="PATH", help="save the calibrated model (scales + header) as .safetensors")
 
     r = sub.add_parser("reproduce", help="the main job: BasePTQ and PTQ4ViT at W8A8, W6A6, W4A4 next to float")
     _add_data_args(r)
@@ -94,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(s)
     _add_method_args(s, single=True)
     s.add_argument("--output", type=Path, help="write the table as CSV here")
+
+    e = sub.add_parser("evaluate", help="evaluate a model saved by 'quantize --save' (no recalibration)")
+    e.add_argument("--quantized", type=Path, required=True, metavar="PATH", help="the file written by quantize --save")
+    e.add_argument("--checkpoint", type=Path, help="float weights (default: the checkpoint recorded in the file)")
+    e.add_argument("--data", type=Path, help="data folder laid out like shared/data (default: $PTQLIB_DATA)")
+    e.add_argument("--val-dir", type=Path, help="validation images: labels.txt + images, or ImageNet val/<wnid>/")
+    e.add_argument("--val-limit", type=_positive, help="evaluate only the first N validation images")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    e.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
+    e.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    e.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e.add_argument("--output", type=Path, help="write the result as JSON here")
 
     sub.add_parser("models", help="the paper's models, their timm tags and the paper's accuracy")
     return parser
@@ -112,7 +137,8 @@ def _spec(args: argparse.Namespace):
     return RunSpec(model=args.model, checkpoint=args.checkpoint, random_init=args.random_init, data=args.data,
                    calib_dir=args.calib_dir, calib_list=args.calib_list, calib_size=args.calib_size,
                    val_dir=args.val_dir, val_limit=args.val_limit, seed=args.seed, device=args.device,
-                   batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch)
+                   batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch,
+                   max_memory=args.max_memory)
 
 
 def _write(path: Path, text: str) -> None:
@@ -121,6 +147,22 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
     except OSError as e:
         raise PtqlibError(f"cannot write {path}: {e.strerror or e}; choose a writable output path") from None
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, before any work, when ``path`` cannot be created; leaves no file behind."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        raise PtqlibError(f"cannot write {path}: {e.strerror or e}; choose a writable output path") from None
+    if not existed:
+        path.unlink()
+
+
+SAVED_INFO = ("seed", "calib_images", "calib_files", "top1", "top5", "eval_images", "fp_top1")
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -139,10 +181,21 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     config = get_method(args.method, args.w_bits, args.a_bits, **_overrides(args))
     if args.output is not None:
         _write(args.output, "")  # fail before the work, not after
+    if args.save is not None:
+        _check_writable(args.save)
     prepared = prepare(_spec(args), evaluate_float=not args.no_fp, progress=not args.no_progress)
     result = run_method(prepared, config, progress=not args.no_progress)
     cols = [c for c in RESULT_COLUMNS if c in result]
     print(_table([result], cols))
+    if args.save is not None:
+        from .io import save_quantized
+
+        info = {k: result.get(k) for k in SAVED_INFO}
+        info["val_limit"] = args.val_limit
+        save_quantized(prepared.extra["last_model"], args.save, model_name=args.model, checkpoint=prepared.checkpoint,
+                       random_init=args.random_init, init_seed=args.seed, info=info)
+        result["saved"] = str(args.save)
+        print(f"wrote {args.save}")
     if args.output is not None:
         _write(args.output, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.output}")
@@ -241,7 +294,49 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity, "models": _cmd_models}
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import DataPaths, LabeledImages, data_root, make_loader, model_transform
+    from .evaluate import evaluate
+    from .io import load_quantized, read_header
+    from .models import find_checkpoint
+    from .pipeline import versions
+
+    header = read_header(args.quantized)
+    if args.output is not None:
+        _write(args.output, "")  # fail before the work, not after
+    root = data_root(args.data)
+    paths = DataPaths.from_root(root) if root is not None else None
+    val_dir = args.val_dir or (paths.val_dir if paths else None)
+    if val_dir is None:
+        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
+    checkpoint = args.checkpoint
+    recorded = header.get("checkpoint")
+    if checkpoint is None and not header.get("random_init") and not (recorded and Path(recorded).is_file()):
+        checkpoint = find_checkpoint(header["model"], root)
+    model = load_quantized(args.quantized, checkpoint=checkpoint, device=args.device)
+    val = LabeledImages(val_dir, transform=model_transform(model), limit=args.val_limit)
+    desc = f"{header['method']} W{header['w_bits']}A{header['a_bits']}"
+    acc = evaluate(model, make_loader(val, args.batch_size, args.workers), device=args.device, desc=desc,
+                   progress=not args.no_progress)
+    saved = header.get("info") or {}
+    result = {"model": header["model"], "quantized": str(args.quantized), "method": header["method"],
+              "w_bits": header["w_bits"], "a_bits": header["a_bits"], "eval_images": acc.images,
+              "top1": round(acc.top1, 2), "top5": round(acc.top5, 2), "eval_seconds": round(acc.seconds, 2),
+              "saved_top1": saved.get("top1"), "saved_eval_images": saved.get("eval_images"),
+              "seed": saved.get("seed"), "calib_files": saved.get("calib_files"), "config": header["config"],
+              "versions": versions(), "saved_versions": header.get("versions")}
+    print(_table([result], ["method", "w_bits", "a_bits", "top1", "top5", "eval_images", "saved_top1"]))
+    if saved.get("top1") is not None and saved.get("eval_images") == acc.images:
+        same = result["top1"] == saved["top1"]
+        print(f"top-1 {'equals' if same else 'differs from'} the {saved['top1']:.2f} % measured when the model was saved")
+    if args.output is not None:
+        _write(args.output, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0
+
+
+COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity,
+            "evaluate": _cmd_evaluate, "models": _cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,9 @@ class PTQConfig:
             cross-entropy against the float model's own top-1 predictions (a Fisher weight that
             needs no labels); ``label_ce`` uses the true labels; ``official_kl`` is the official
             code's KL(float || float), whose gradient vanishes in parallel calibration.
+        grad_norm: ``image`` scales each calibration image's gradient to unit mean square, so
+            the few images the float model is unsure of (large ``∂L/∂O``) do not decide every
+            scale alone; ``none`` keeps the raw per-element weights.
         alpha, beta, n: the candidate grid ``(α + i(β-α)/n)·Δ₀``, i = 0..n.
         rounds: alternating weight/input search rounds; 0 means min-max scales, no search.
         search: ``grid`` (exhaustive) or ``coarse_to_fine`` (``search.py``).
@@ -58,6 +61,7 @@ class PTQConfig:
     matmul_granularity: Literal["tensor", "head"] = "tensor"
     metric: MetricName = "hessian"
     grad_loss: GradLoss = "pseudo_label_ce"
+    grad_norm: Literal["none", "image"] = "none"
     alpha: float = 0.01
     beta: float = 1.2
     n: int = 100

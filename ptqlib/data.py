@@ -257,6 +257,27 @@ def calibration_batch(
     return images, labels, [dataset.samples[i][0].name for i in indices]
 
 
+class _OneLineErrors(DataLoader):
+    """A DataLoader whose worker errors stay one line: a :class:`PtqlibError` raised in a worker
+    process arrives wrapped with its whole traceback; keep only its message."""
+
+    def __iter__(self):  # type: ignore[override]
+        iterator = super().__iter__()
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except PtqlibError as error:
+                lines = str(error).splitlines()
+                prefix = f"{PtqlibError.__module__}.{PtqlibError.__name__}: "
+                own = [line[len(prefix):] for line in lines if line.startswith(prefix)]
+                if len(lines) == 1 or not own:
+                    raise
+                raise PtqlibError(own[-1]) from error
+            yield batch
+
+
 def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0) -> DataLoader:
     """A DataLoader in the dataset's order (no shuffle).
 
@@ -265,4 +286,4 @@ def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0) -> Dat
         batch_size: images per batch.
         workers: loader processes; 0 reads in this process (errors stay one line).
     """
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    return _OneLineErrors(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -130,9 +130,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PtqlibError(f"checkpoint {path} holds no state dict of tensors; "
                           "pass a timm state dict saved with safetensors or torch.save")
+    if path.suffix == ".safetensors" and _is_quantized_file(path):
+        raise PtqlibError(f"{path} is a ptqlib quantized model (scales only), not float weights; "
+                          f"evaluate it with 'python -m ptqlib evaluate --quantized {path}'")
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def _is_quantized_file(path: Path) -> bool:
+    """Whether a ``.safetensors`` file carries the ptqlib quantized-model header (``io.py``)."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            return "ptqlib" in (f.metadata() or {})
+    except Exception:  # unreadable files were already reported by the caller
+        return False
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -148,6 +160,10 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
     if problems:
         raise PtqlibError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}; "
                           "pass the checkpoint made for this exact timm model name")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise PtqlibError(f"checkpoint {path} has NaN/Inf values in {len(bad)} tensors ({', '.join(bad[:3])}); "
+                          "the file is corrupt: download or export the weights again")
     model.load_state_dict(state, strict=True)
 
 

@@ -46,6 +46,7 @@ class RunSpec:
     batch_size: int = 64
     workers: int = 0
     micro_batch: int | None = None
+    max_memory: float | None = None
 
 
 @dataclass
@@ -82,6 +83,7 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
     if checkpoint is None and not spec.random_init and paths is not None:
         checkpoint = find_checkpoint(spec.model, root)
     model = load_model(spec.model, checkpoint, random_init=spec.random_init, device=spec.device, seed=spec.seed)
+    quantize_model(copy.deepcopy(model), PTQConfig())  # an unsupported model fails now, not after the float evaluation
     transform = model_transform(model)
 
     calib_dir = spec.calib_dir or (paths.calib_dir if paths else None)
@@ -111,7 +113,8 @@ def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) 
     torch.manual_seed(spec.seed)
     model = quantize_model(copy.deepcopy(prepared.model), config)
     report = calibrate(model, prepared.calib_images, config, labels=prepared.calib_labels,
-                       device=spec.device, micro_batch=spec.micro_batch, progress=progress)
+                       device=spec.device, micro_batch=spec.micro_batch, progress=progress,
+                       max_memory=spec.max_memory)
     result: dict[str, Any] = {
         "model": spec.model,
         "checkpoint": str(prepared.checkpoint) if prepared.checkpoint else None,

@@ -13,7 +13,8 @@ Two strategies give the same answer on unimodal score curves:
 
 * ``grid``: every point of the grid (n + 1 scores per channel);
 * ``coarse_to_fine``: every ``stride``-th point, then every point within ``stride`` of each
-  channel's best coarse point (about ``n / stride + 2·stride`` scores).
+  channel's best coarse point (about ``n / stride + 2·stride`` scores). Given a previous answer
+  (``around``, as later calibration rounds have), only its ``2·stride - 1`` neighbours are scored.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def search(
     strategy: SearchStrategy = "grid",
     stride: int = 5,
     chunk: int = 8,
+    around: Tensor | None = None,
 ) -> tuple[Tensor, int]:
     """Find, for each channel, the grid multiplier of lowest score.
 
@@ -63,6 +65,8 @@ def search(
         strategy: ``grid`` (exhaustive) or ``coarse_to_fine``.
         stride: coarse step, in grid points, for ``coarse_to_fine``.
         chunk: how many candidates ``score`` receives at once (memory/speed trade-off).
+        around: for ``coarse_to_fine``, per-channel grid indices of a previous answer: skip the
+            coarse pass and score only the points within ``stride`` of them.
 
     Returns:
         ``(best, evaluations)``: the best multiplier per channel, shape ``(C,)``, and how many
@@ -83,17 +87,29 @@ def search(
         scores = _score_indices(score, grid, idx, chunk)
         best = scores.argmin(0)
         return grid[best], g
+    if around is not None:
+        return _local(score, grid, around.long(), stride, chunk, arange_c)
     coarse = torch.arange(0, g, stride)
     if coarse[-1] != g - 1:
         coarse = torch.cat([coarse, torch.tensor([g - 1])])
     idx = coarse.unsqueeze(1).expand(-1, channels)
     scores = _score_indices(score, grid, idx, chunk)
-    centre = coarse[scores.argmin(0)]  # (C,)
+    best, n = _local(score, grid, coarse[scores.argmin(0)], stride, chunk, arange_c, scores.min(0).values)
+    return best, coarse.numel() + n
+
+
+def _local(
+    score: ScoreFn, grid: Tensor, centre: Tensor, stride: int, chunk: int, arange_c: Tensor,
+    centre_scores: Tensor | None = None,
+) -> tuple[Tensor, int]:
+    """Best of the points within ``stride`` of each channel's ``centre`` (its score may be known)."""
+    g = grid.numel()
     offsets = torch.arange(-stride + 1, stride)
-    offsets = offsets[offsets != 0]
-    fine_idx = (centre.unsqueeze(0) + offsets.unsqueeze(1)).clamp(0, g - 1)  # (2·stride-2, C)
-    fine_scores = _score_indices(score, grid, fine_idx, chunk)
-    all_idx = torch.cat([centre.unsqueeze(0), fine_idx], 0)
-    all_scores = torch.cat([scores.min(0).values.unsqueeze(0), fine_scores], 0)
-    best = all_idx[all_scores.argmin(0), arange_c]
-    return grid[best], coarse.numel() + fine_idx.shape[0]
+    if centre_scores is not None:
+        offsets = offsets[offsets != 0]
+    idx = (centre.unsqueeze(0) + offsets.unsqueeze(1)).clamp(0, g - 1)  # (offsets, C)
+    scores = _score_indices(score, grid, idx, chunk)
+    if centre_scores is not None:
+        idx = torch.cat([centre.unsqueeze(0), idx], 0)
+        scores = torch.cat([centre_scores.unsqueeze(0), scores], 0)
+    return grid[idx[scores.argmin(0), arange_c]], offsets.numel()

@@ -1,0 +1,132 @@
+"""Benchmark calibration: time against one float forward+backward pass, memory, accuracy, eval speed.
+
+    python benchmarks/calibration.py --model vit_tiny_patch16_224 --method ptq4vit --w-bits 8 --a-bits 8 \
+        [--search grid|coarse_to_fine] [--max-tokens N|0] [--chunks K] [--val-limit N] [--output FILE.json]
+
+Data comes from PTQLIB_DATA like the command line (``--random-init`` for models without local
+weights). Prints the figures and appends a row to ``benchmarks/results/calibration.csv`` with the
+machine described. ``fwd_bwd_seconds`` is one forward and one backward pass of the float model
+over the calibration images as one batch, same thread count, after one warm-up run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ptqlib.capture import task_loss
+from ptqlib.errors import PtqlibError
+from ptqlib.methods import get_method
+from ptqlib.pipeline import RunSpec, prepare, run_method
+
+RESULTS = Path(__file__).parent / "results" / "calibration.csv"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__}; {torch.get_num_threads()} threads"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fwd_bwd_seconds(model: torch.nn.Module, images: torch.Tensor) -> float:
+    """One float forward+backward over ``images`` as one batch, after a warm-up run."""
+    def once() -> float:
+        x = images.clone().requires_grad_(True)
+        t = time.perf_counter()
+        task_loss(model(x), "pseudo_label_ce").backward()
+        return time.perf_counter() - t
+
+    model.zero_grad(set_to_none=True)
+    once()
+    model.zero_grad(set_to_none=True)
+    seconds = once()
+    model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_tiny_patch16_224")
+    p.add_argument("--method", default="ptq4vit")
+    p.add_argument("--w-bits", type=int, default=8)
+    p.add_argument("--a-bits", type=int, default=8)
+    p.add_argument("--search", choices=("grid", "coarse_to_fine"))
+    p.add_argument("--max-tokens", type=int, help="0 = all tokens")
+    p.add_argument("--chunks", type=int)
+    p.add_argument("--random-init", action="store_true")
+    p.add_argument("--calib-size", type=int, default=32)
+    p.add_argument("--val-limit", type=int)
+    p.add_argument("--no-eval", action="store_true", help="skip the accuracy and throughput part")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in (("search", args.search), ("chunks", args.chunks)) if v is not None}
+    if args.max_tokens is not None:
+        overrides["max_tokens"] = args.max_tokens or None
+    try:
+        config = get_method(args.method, args.w_bits, args.a_bits, **overrides)
+        spec = RunSpec(model=args.model, random_init=args.random_init, calib_size=args.calib_size,
+                       val_limit=args.val_limit)
+        prepared = prepare(spec, evaluate_float=False)
+    except PtqlibError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.no_eval:
+        prepared.val = None
+    fb = fwd_bwd_seconds(prepared.model, prepared.calib_images)
+    rss_before = peak_rss_mb()
+    if prepared.val is not None:
+        from ptqlib.evaluate import evaluate
+
+        prepared.fp = evaluate(prepared.model, prepared.loader(), desc="float")
+    result = run_method(prepared, config)
+    row = {
+        "model": args.model, "method": config.method, "w_bits": config.w_bits, "a_bits": config.a_bits,
+        "search": config.search, "max_tokens": config.max_tokens, "chunks": config.chunks,
+        "calib_images": result["calib_images"], "fwd_bwd_seconds": round(fb, 2),
+        "calib_seconds": result["calib_seconds"], "calib_over_fwd_bwd": round(result["calib_seconds"] / fb, 1),
+        "candidate_evaluations": result["candidate_evaluations"], "capture_passes": result["capture_passes"],
+        "peak_rss_mb": round(peak_rss_mb()), "peak_rss_before_calib_mb": round(rss_before),
+        "top1": result.get("top1"), "fp_top1": result.get("fp_top1"), "eval_images": result.get("eval_images"),
+        "eval_seconds": result.get("eval_seconds"), "fp_eval_seconds": result.get("fp_eval_seconds"),
+        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+    }
+    if row["eval_seconds"] and row["fp_eval_seconds"]:
+        row["eval_over_fp"] = round(row["eval_seconds"] / row["fp_eval_seconds"], 2)
+    for k, v in row.items():
+        print(f"{k:>26}: {v}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    new = not RESULTS.exists()
+    fields = list(row) if new else next(csv.reader(RESULTS.open()))
+    with RESULTS.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+    if args.output:
+        args.output.write_text(json.dumps(row, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

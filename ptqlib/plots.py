@@ -1,0 +1,564 @@
+"""Figures for the notebooks. Every function returns a :class:`matplotlib.figure.Figure` built
+without pyplot (no global state; widgets redraw them in place); :func:`save_figure` writes one as
+a small PNG under ``figures/``.
+
+The data comes from :mod:`ptqlib.activations`; nothing here computes more than a histogram.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from .activations import KINDS, Activations, FittedQuantizer, ScaleSweep, fit_quantizer, fit_uniform
+
+__all__ = [
+    "COLORS",
+    "figures_dir",
+    "save_figure",
+    "setup_notebook",
+    "hist_with_grid",
+    "error_per_value",
+    "explorer_figure",
+    "plot_distributions",
+    "plot_heads",
+    "plot_channel_outliers",
+    "plot_uniform_vs_twin",
+    "plot_error_by_bits",
+    "plot_twin_levels",
+    "plot_error_curves",
+    "plot_split_search",
+    "twin_figure",
+    "plot_sweeps",
+    "plot_grad_magnitudes",
+    "plot_agreement",
+    "plot_accuracy",
+]
+
+COLORS = {
+    "uniform": "#d62728", "twin": "#1f77b4", "gaussian": "#2ca02c", "task": "black",
+    "mse": "#ff7f0e", "cosine": "#9467bd", "pearson": "#8c564b", "l1": "#e377c2",
+    "hessian": "#1f77b4", "hessian (official KL)": "#17becf",
+    "fine range R1": "#1f77b4", "coarse range R2": "#aec7e8", "positive": "#1f77b4", "negative": "#ff7f0e",
+}
+KIND_COLORS = {"post-softmax": "#1f77b4", "post-GELU": "#ff7f0e", "qkv input": "#2ca02c",
+               "proj input": "#9467bd", "fc1 input": "#8c564b"}
+DPI = 100
+
+
+def figures_dir(directory: str | Path | None = None) -> Path:
+    """Where figures go: ``directory``, else ``$PTQLIB_FIGURES``, else ``figures/`` at the
+    repository root (the first parent of the working directory holding ``pyproject.toml``)."""
+    if directory:
+        path = Path(directory)
+    elif os.environ.get("PTQLIB_FIGURES"):
+        path = Path(os.environ["PTQLIB_FIGURES"])
+    else:
+        here = Path.cwd().resolve()
+        root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+        path = root / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig: Figure, name: str, directory: str | Path | None = None, *, dpi: int = DPI) -> Path:
+    """Save ``fig`` as ``<directory>/<name>.png`` (dpi 100, tight) and return the path."""
+    path = figures_dir(directory) / (name if name.endswith(".png") else f"{name}.png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    return path
+
+
+def setup_notebook(dpi: int = 72) -> None:
+    """Inline PNG figures at a modest resolution (small notebooks), shown by ``display(fig)``."""
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+    except ImportError:  # pragma: no cover
+        ip = None
+    if ip is not None:
+        ip.run_line_magic("matplotlib", "inline")
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("png")
+    import matplotlib
+
+    matplotlib.rcParams["figure.dpi"] = dpi
+    matplotlib.rcParams["savefig.dpi"] = dpi
+    matplotlib.rcParams["figure.max_open_warning"] = 0
+
+
+def _figure(width: float, height: float, *, fast: bool = False) -> Figure:
+    """A figure; ``fast`` (for widgets that redraw) skips the constrained layout engine."""
+    if fast:
+        fig = Figure(figsize=(width, height))
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.94, bottom=0.09, hspace=0.08)
+        return fig
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _light_log_ticks(*axes) -> None:
+    """No minor ticks on log axes (they dominate redraw time)."""
+    from matplotlib.ticker import NullLocator
+
+    for ax in axes:
+        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+            if scale == "log":
+                axis.set_minor_locator(NullLocator())
+
+
+# ----------------------------------------------------------------------------- histograms
+
+
+def _bins(values: Tensor, xscale: str, count: int = 120) -> np.ndarray:
+    v = values.float()
+    if xscale == "log":
+        pos = v[v > 0]
+        lo = max(float(pos.min()) if pos.numel() else 1e-8, 1e-9)
+        hi = max(float(v.max()), lo * 10)
+        return np.logspace(math.log10(lo), math.log10(hi), count)
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        hi = lo + 1e-6
+    return np.linspace(lo, hi, count)
+
+
+def _gaussian_counts(bins: np.ndarray, mean: float, std: float, total: int) -> np.ndarray:
+    erf = np.vectorize(math.erf)
+    cdf = 0.5 * (1 + erf((bins - mean) / (max(std, 1e-12) * math.sqrt(2))))
+    return total * np.diff(cdf)
+
+
+def hist_with_grid(ax, values: Tensor, fq: FittedQuantizer | None = None, *, xscale: str = "linear",
+                   gaussian: bool = False, color: str = "0.35", label: str | None = None,
+                   bins: np.ndarray | None = None, max_lines: int = 260) -> np.ndarray:
+    """Histogram of ``values`` with a log count axis; ``fq``'s levels drawn on top as vertical
+    lines (one colour per range), a Gaussian of the same mean and std if ``gaussian``."""
+    v = values.float().reshape(-1)
+    bins = _bins(v, xscale) if bins is None else bins
+    counts, edges = np.histogram(v.numpy(), bins=bins)
+    ax.stairs(counts, edges, fill=True, color=color, alpha=0.55, label=label)
+    if gaussian:
+        mean, std = float(v.double().mean()), float(v.double().std())
+        g = _gaussian_counts(edges, mean, std, v.numel())
+        centres = np.sqrt(edges[:-1] * edges[1:]) if xscale == "log" else (edges[:-1] + edges[1:]) / 2
+        ax.plot(centres, np.where(g > 0.5, g, np.nan), color=COLORS["gaussian"], lw=1.5,
+                label=f"Gaussian fit (μ={mean:.2g}, σ={std:.2g})")
+    if fq is not None:
+        lo_edge, hi_edge = edges[0], edges[-1]
+        trans = ax.get_xaxis_transform()
+        for i, (group, levels) in enumerate(fq.level_groups().items()):
+            lv = levels.numpy()
+            if xscale == "log":
+                lv = lv[lv > 0]
+            if lv.size > max_lines:
+                lv = lv[:: math.ceil(lv.size / max_lines)]
+            col = COLORS.get(group, COLORS["uniform"] if fq.kind == "uniform" else COLORS["twin"])
+            ax.vlines(lv, 0, 0.92 if i == 0 else 0.8, transform=trans, colors=col, lw=0.6, alpha=0.5,
+                      label="uniform levels" if group == "uniform" else f"{group} levels")
+        if xscale == "log":  # everything below half the smallest positive level rounds to 0
+            smallest = float(fq.levels()[fq.levels() > 0].min())
+            zero = float((v.abs() < smallest / 2).double().mean())
+            ax.axvspan(lo_edge, smallest / 2, color="0.85", alpha=0.6, zorder=0, label=f"rounds to 0 ({zero:.0%} of values)")
+        pad = (hi_edge / lo_edge) ** 0.02 if xscale == "log" else (hi_edge - lo_edge) * 0.02
+        ax.set_xlim((lo_edge / pad, hi_edge * pad) if xscale == "log" else (lo_edge - pad, hi_edge + pad))
+    ax.set_yscale("log")
+    ax.set_xscale(xscale)
+    ax.set_ylabel("count")
+    return edges
+
+
+def error_per_value(ax, values: Tensor, quantizers: Mapping[str, FittedQuantizer], *, xscale: str = "linear",
+                    bins: np.ndarray | None = None) -> dict[str, float]:
+    """Mean |x − Q(x)| per value bin for each quantizer (log y); returns each one's MSE."""
+    v = values.float().reshape(-1)
+    bins = _bins(v, xscale) if bins is None else bins
+    idx = np.clip(np.digitize(v.numpy(), bins) - 1, 0, len(bins) - 2)
+    centres = np.sqrt(bins[:-1] * bins[1:]) if xscale == "log" else (bins[:-1] + bins[1:]) / 2
+    counts = np.bincount(idx, minlength=len(bins) - 1)
+    mses = {}
+    for name, fq in quantizers.items():
+        err = (fq.fake(v) - v).abs().double().numpy()
+        sums = np.bincount(idx, weights=err, minlength=len(bins) - 1)
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        mses[name] = float((err ** 2).mean())
+        color = COLORS["twin"] if fq.kind.startswith("twin") else COLORS["uniform"]
+        ax.plot(centres, np.where(mean > 0, mean, np.nan), color=color, lw=1.4,
+                label=f"{name}: MSE {mses[name]:.3g}")
+    ax.set_xscale(xscale)
+    ax.set_yscale("log")
+    ax.set_ylabel("mean |x − Q(x)|")
+    ax.legend(fontsize=8, loc="best")
+    return mses
+
+
+def _xscale(kind: str) -> str:
+    return "log" if KINDS[kind].twin == "softmax" else "linear"
+
+
+# ----------------------------------------------------------------------------- notebook 01
+
+
+def explorer_figure(acts: Activations, block: int, layer: str, head: int | None, bits: int, quantizer: str,
+                    fig: Figure | None = None, fitted: FittedQuantizer | None = None,
+                    reference: FittedQuantizer | None = None) -> tuple[Figure, dict[str, Any]]:
+    """The activation explorer's view: histogram with the chosen quantizer's grid, and the
+    error per value (against the best uniform quantizer when a twin one is chosen).
+
+    Returns the figure and a summary (``title``, ``mse``, ``quantizer`` label, ``levels``, ...).
+    """
+    kind = KINDS[layer]
+    v = acts.values(layer, block, head if kind.heads else None)
+    fq = fitted or fit_quantizer(v, quantizer, bits, kind.twin)
+    note = "" if (quantizer == "uniform" or kind.twin) else " (no twin-uniform quantizer for this layer: uniform shown)"
+    xscale = _xscale(layer)
+    if fig is None:
+        fig = _figure(10, 6.2, fast=True)
+    else:
+        fig.clear()
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    bins = _bins(v, xscale)
+    hist_with_grid(ax1, v, fq, xscale=xscale, gaussian=True, color=KIND_COLORS.get(layer, "0.4"), bins=bins)
+    quantizers = {fq.label(): fq}
+    if fq.kind != "uniform":
+        uni = reference or fit_uniform(v, bits, signed=False if kind.twin == "softmax" else None)
+        quantizers = {f"uniform {bits}-bit": uni, f"twin-uniform {bits}-bit": fq}
+    mses = error_per_value(ax2, v, quantizers, xscale=xscale, bins=bins)
+    head_txt = f", head {head}" if (kind.heads and head is not None) else ""
+    title = f"block {block} · {layer}{head_txt} · {bits}-bit {fq.kind}{note}"
+    ax1.set_title(title, fontsize=11)
+    ax1.legend(fontsize=8, loc="upper right")
+    ax2.set_xlabel("activation value" + (" (log scale)" if xscale == "log" else ""))
+    _light_log_ticks(ax1, ax2)
+    info = {"title": title, "block": block, "layer": layer, "head": head, "bits": bits, "quantizer": fq.label(),
+            "kind": fq.kind, "mse": fq.mse(v), "mses": mses, "levels": int(fq.levels().numel()), "values": int(v.numel())}
+    return fig, info
+
+
+def plot_distributions(acts: Activations, kinds: Sequence[str], blocks: Sequence[int]) -> Figure:
+    """Paper Fig. 2 style: rows = activation kinds, columns = blocks; log-count histograms with
+    the Gaussian of the same mean and standard deviation."""
+    fig = _figure(3.3 * len(blocks), 2.3 * len(kinds))
+    axes = np.atleast_2d(fig.subplots(len(kinds), len(blocks), squeeze=False))
+    for r, kind in enumerate(kinds):
+        for c, block in enumerate(blocks):
+            ax = axes[r, c]
+            hist_with_grid(ax, acts.values(kind, block), xscale="linear", gaussian=True,
+                           color=KIND_COLORS.get(kind, "0.4"))
+            ax.set_title(f"{kind} · block {block}", fontsize=9)
+            ax.set_ylabel("count" if c == 0 else "")
+            ax.tick_params(labelsize=7)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"{acts.model_name}: activations ({acts.images} images) against a Gaussian fit (green)", fontsize=11)
+    return fig
+
+
+def plot_heads(acts: Activations, kind: str, block: int) -> Figure:
+    """One histogram per attention head (post-softmax on a log value axis)."""
+    heads = acts.num_heads
+    fig = _figure(3.6 * heads, 2.8)
+    axes = fig.subplots(1, heads, squeeze=False)[0]
+    xscale = _xscale(kind)
+    for h in range(heads):
+        v = acts.values(kind, block, h)
+        hist_with_grid(axes[h], v, xscale=xscale, gaussian=xscale == "linear", color=KIND_COLORS.get(kind, "0.4"))
+        share = float((v > 0.5).double().mean()) if kind == "post-softmax" else float(v.abs().max())
+        extra = f"share > 0.5: {share:.2%}" if kind == "post-softmax" else f"max |x| {share:.3g}"
+        axes[h].set_title(f"head {h} ({extra})", fontsize=9)
+        axes[h].set_xlabel("value" + (" (log)" if xscale == "log" else ""))
+    fig.suptitle(f"{kind}, block {block}, per head", fontsize=11)
+    return fig
+
+
+def plot_channel_outliers(absmax: Tensor, blocks: Sequence[int], *, detail_block: int, top: int = 8,
+                          kind: str = "post-GELU") -> Figure:
+    """Which hidden units carry the outliers: per-channel max |x| for every block (heat map,
+    log colour) and, for ``detail_block``, sorted per-channel maxima with the top units named."""
+    from matplotlib.colors import LogNorm
+
+    fig = _figure(12, 5.2)
+    ax1, ax2 = fig.subplots(1, 2, width_ratios=(3, 2))
+    a = absmax.clamp_min(1e-6).numpy()
+    im = ax1.imshow(a, aspect="auto", interpolation="nearest", cmap="magma", norm=LogNorm())
+    ax1.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=7)
+    ax1.set_xlabel(f"{kind} channel (hidden unit)")
+    ax1.set_ylabel("block")
+    ax1.set_title(f"max |x| per channel of the {kind} activations", fontsize=10)
+    fig.colorbar(im, ax=ax1, label="max |x|")
+    row = absmax[list(blocks).index(detail_block)]
+    order = torch.argsort(row, descending=True)
+    ax2.plot(np.arange(row.numel()), row[order].numpy(), color=KIND_COLORS.get(kind, "0.4"))
+    ax2.set_yscale("log")
+    ax2.set_xscale("symlog", linthresh=10)
+    ax2.axhline(float(row.median()), color="0.5", ls="--", lw=1, label=f"median {float(row.median()):.2g}")
+    for i, ch in enumerate(order[:top].tolist()):
+        ax2.annotate(f"#{ch}", (i, float(row[ch])), fontsize=7, xytext=(4, -2 - 7 * (i % 2)), textcoords="offset points")
+    ax2.set_xlabel("channels sorted by max |x|")
+    ax2.set_ylabel("max |x|")
+    ax2.set_title(f"block {detail_block}: the top {top} units", fontsize=10)
+    ax2.legend(fontsize=8)
+    return fig
+
+
+def plot_uniform_vs_twin(values: Tensor, kind: str, bits: int, *, title: str = "") -> tuple[Figure, dict[str, float]]:
+    """Paper Fig. 3 style: the same histogram twice, with the best uniform grid (left) and the
+    twin-uniform grid (right) drawn on top, and their error per value below."""
+    twin = KINDS[kind].twin
+    uni = fit_uniform(values, bits, signed=False if twin == "softmax" else None)
+    tw = fit_quantizer(values, "twin-uniform", bits, twin)
+    xscale = _xscale(kind)
+    fig = _figure(12, 5.6)
+    axes = fig.subplots(2, 2, sharex=True, height_ratios=(3, 2))
+    bins = _bins(values, xscale)
+    out = {}
+    for c, fq in enumerate((uni, tw)):
+        hist_with_grid(axes[0, c], values, fq, xscale=xscale, color=KIND_COLORS.get(kind, "0.4"), bins=bins)
+        axes[0, c].set_title(fq.label(), fontsize=9)
+        axes[0, c].legend(fontsize=7, loc="upper right")
+        out[fq.kind] = error_per_value(axes[1, c], values, {fq.kind: fq}, xscale=xscale, bins=bins)[fq.kind]
+        axes[1, c].set_xlabel("value" + (" (log scale)" if xscale == "log" else ""))
+    fig.suptitle(title or f"{kind}: {bits}-bit uniform vs twin-uniform grid", fontsize=11)
+    return fig, out
+
+
+# ----------------------------------------------------------------------------- notebook 03
+
+
+def plot_error_by_bits(table, *, value: str = "mse") -> Figure:
+    """Mean quantization MSE over blocks per bit-width, uniform (min-max and searched) vs twin,
+    one panel per kind (from :func:`ptqlib.activations.quantizer_error_table`)."""
+    kinds = list(dict.fromkeys(table["kind"]))
+    fig = _figure(5.5 * len(kinds), 3.8)
+    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    cols = [("uniform_minmax", "uniform, min-max", "#f4a3a3"), ("uniform", "uniform, MSE-searched", COLORS["uniform"]),
+            ("twin", "twin-uniform, MSE-searched", COLORS["twin"])]
+    for ax, kind in zip(axes, kinds):
+        g = table[table["kind"] == kind].groupby("bits")[[c for c, _, _ in cols]].mean()
+        x = np.arange(len(g.index))
+        for i, (c, label, color) in enumerate(cols):
+            ax.bar(x + (i - 1) * 0.27, g[c].values, 0.27, label=label, color=color)
+        ax.set_xticks(x, [f"{b}-bit" for b in g.index])
+        ax.set_yscale("log")
+        ax.set_ylabel("MSE (mean over blocks)")
+        ax.set_title(kind, fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_twin_levels(bits: int, m_softmax: int, gelu: FittedQuantizer, uniform_softmax: FittedQuantizer) -> Figure:
+    """The representable values as tick marks: uniform vs twin on [0, 1] (softmax), and twin
+    GELU's positive and negative ranges with their different steps."""
+    from .activations import fit_twin_softmax
+
+    tw = fit_twin_softmax(torch.zeros(1), bits, m=m_softmax)
+    fig = _figure(12, 4.2)
+    ax1, ax2 = fig.subplots(2, 1)
+    rows = [("uniform", uniform_softmax.level_groups()["uniform"], COLORS["uniform"], 2),
+            ("twin R2 (coarse)", tw.level_groups()["coarse range R2"], "#6baed6", 1),
+            ("twin R1 (fine)", tw.level_groups()["fine range R1"], COLORS["twin"], 0)]
+    for name, lv, color, y in rows:
+        lv = lv[lv >= 0].numpy()
+        ax1.vlines(lv, y - 0.35, y + 0.35, color=color, lw=1)
+    ax1.set_yticks([0, 1, 2], ["twin R1 (fine)", "twin R2 (coarse)", "uniform (unsigned)"], fontsize=8)
+    s = tw.steps()
+    ax1.set_title(f"post-softmax, {bits} bits: uniform Δ={uniform_softmax.scale:.3g} vs twin Δ1={s['fine']:.3g} "
+                  f"on [0, {2 ** (bits - 1) * s['fine']:.3g}), Δ2={s['coarse']:.3g} on [0, 1)", fontsize=9)
+    ax1.set_xlim(-0.01, 1.01)
+    g = gelu.level_groups()
+    ax2.vlines(g["positive"].numpy(), 0.65, 1.35, color=COLORS["positive"], lw=1)
+    ax2.vlines(g["negative"].numpy(), -0.35, 0.35, color=COLORS["negative"], lw=1)
+    ax2.set_yticks([0, 1], ["negative (Δn)", "positive (Δp)"], fontsize=8)
+    gs = gelu.steps()
+    ax2.set_title(f"post-GELU, {gelu.bits} bits: Δp={gs['positive']:.3g} (sign bit 0), Δn=Δp/2^{gelu.m}={gs['negative']:.3g} "
+                  "(sign bit 1)", fontsize=9)
+    ax2.set_xscale("symlog", linthresh=0.2)
+    ax2.axvline(-0.17, color="0.5", ls=":", lw=1)
+    ax2.set_xlabel("representable value (symlog: linear within ±0.2)")
+    return fig
+
+
+def plot_error_curves(quantizers: Mapping[str, FittedQuantizer], lo: float, hi: float, *, xscale: str = "linear",
+                      title: str = "") -> Figure:
+    """|x − Q(x)| for every x on [lo, hi] (a dense grid), one line per quantizer."""
+    if xscale == "log":
+        x = torch.logspace(math.log10(max(lo, 1e-6)), math.log10(hi), 4000)
+    else:
+        x = torch.linspace(lo, hi, 4000)
+    fig = _figure(11, 3.4)
+    ax = fig.subplots()
+    styles = ["-", "--", ":", "-."]
+    for i, (name, fq) in enumerate(quantizers.items()):
+        color = COLORS["twin"] if fq.kind.startswith("twin") else COLORS["uniform"]
+        ax.plot(x.numpy(), (fq.fake(x) - x).abs().numpy(), color=color, ls=styles[i % 4], lw=1, label=name)
+    ax.set_xscale(xscale)
+    ax.set_xlabel("x" + (" (log)" if xscale == "log" else ""))
+    ax.set_ylabel("|x − Q(x)|")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_split_search(searches: Mapping[str, Any]) -> Figure:
+    """MSE against the split ``m`` for each ``{label: DataFrame from split_search}``; the best marked."""
+    fig = _figure(5.2 * len(searches), 3.4)
+    axes = fig.subplots(1, len(searches), squeeze=False)[0]
+    for ax, (label, df) in zip(axes, searches.items()):
+        ax.plot(df["m"], df["mse"], "o-", color=COLORS["twin"], ms=4)
+        best = df.loc[df["mse"].idxmin()]
+        ax.plot([best["m"]], [best["mse"]], "*", color=COLORS["uniform"], ms=14, label=f"best m = {int(best['m'])}")
+        ax.set_yscale("log")
+        ax.set_xlabel("split m (fine step = coarse step / 2^m)")
+        ax.set_ylabel("MSE")
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def twin_figure(values: Tensor, kind: str, bits: int, m: int, fig: Figure | None = None) -> tuple[Figure, dict[str, Any]]:
+    """The twin explorer's view: the values with the twin grid for split ``m`` (and the best
+    uniform grid), and both quantizers' error per value."""
+    from .activations import fit_twin_gelu, fit_twin_softmax
+
+    twin = KINDS[kind].twin
+    tw = fit_twin_softmax(values, bits, m=m) if twin == "softmax" else fit_twin_gelu(values, bits, m=m)
+    uni = fit_uniform(values, bits, signed=False if twin == "softmax" else None)
+    xscale = _xscale(kind)
+    if fig is None:
+        fig = _figure(10, 6, fast=True)
+    else:
+        fig.clear()
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    bins = _bins(values, xscale)
+    hist_with_grid(ax1, values, tw, xscale=xscale, color=KIND_COLORS.get(kind, "0.4"), bins=bins)
+    mses = error_per_value(ax2, values, {f"uniform {bits}-bit": uni, f"twin {bits}-bit, m={m}": tw}, xscale=xscale, bins=bins)
+    title = f"{kind} · {bits}-bit twin-uniform, m = {m}: {tw.label()}"
+    ax1.set_title(title, fontsize=10)
+    ax1.legend(fontsize=8, loc="upper right")
+    ax2.set_xlabel("value" + (" (log scale)" if xscale == "log" else ""))
+    _light_log_ticks(ax1, ax2)
+    return fig, {"title": title, "kind": kind, "bits": bits, "m": m, "twin_mse": tw.mse(values),
+                 "uniform_mse": uni.mse(values), "steps": tw.steps(), "mses": mses}
+
+
+# ----------------------------------------------------------------------------- notebook 02
+
+
+def _norm(y: np.ndarray) -> np.ndarray:
+    lo, hi = np.nanmin(y), np.nanmax(y)
+    return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+
+
+def plot_sweeps(sweep: ScaleSweep, bits: int, *, task: str = "task_kl", cols: int = 3) -> Figure:
+    """One panel per target: each metric and the task loss against the scale multiplier, each
+    curve rescaled to [0, 1] (log-rank is what matters), their minima marked."""
+    t = sweep.table[sweep.table["bits"] == bits]
+    targets = list(dict.fromkeys(t["target"]))
+    rows = math.ceil(len(targets) / cols)
+    fig = _figure(4.3 * min(cols, len(targets)), 3.0 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, min(cols, len(targets)), squeeze=False)).ravel()
+    for ax, target in zip(axes, targets):
+        g = t[t["target"] == target].sort_values("multiplier")
+        x = g["multiplier"].values
+        for metric in sweep.metrics:
+            y = _norm(np.log10(np.maximum(g[metric].values, 1e-30)))
+            ax.plot(x, y, color=COLORS.get(metric, "0.5"), lw=1.1, label=metric,
+                    ls="--" if "official" in metric else "-")
+            ax.plot([x[int(np.argmin(g[metric].values))]], [-0.06], "v", color=COLORS.get(metric, "0.5"), ms=6)
+        ty = _norm(np.log10(np.maximum(g[task].values, 1e-30)))
+        ax.plot(x, ty, color=COLORS["task"], lw=2.2, label=f"task loss ({task})")
+        ax.axvline(x[int(np.argmin(g[task].values))], color="black", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.12, 1.05)
+        ax.set_title(target, fontsize=9)
+        ax.set_xlabel("scale / min-max scale", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(targets):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{bits}-bit: distance metrics vs the task loss (log, rescaled to [0, 1]; ▼ = each metric's pick, "
+                 "dotted = task-loss optimum)", fontsize=10)
+    return fig
+
+
+def plot_grad_magnitudes(grads: Mapping[str, Mapping[str, Tensor]]) -> Figure:
+    """Histogram of |∂L/∂O| per gradient loss (log-log), pooled over the swept sites."""
+    fig = _figure(8, 3.4)
+    ax = fig.subplots()
+    for i, (name, by_site) in enumerate(grads.items()):
+        g = torch.cat([t.reshape(-1).abs().float() for t in by_site.values() if t is not None])
+        zero = float((g == 0).double().mean())
+        pos = g[g > 0]
+        if pos.numel():
+            bins = np.logspace(math.log10(float(pos.min())), math.log10(float(pos.max()) * 1.01), 100)
+            ax.hist(pos.numpy(), bins=bins, histtype="stepfilled", alpha=0.5,
+                    color=COLORS.get(name, f"C{i}"), label=f"{name}: mean |g| {float(g.mean()):.2g}, zeros {zero:.1%}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("|∂L/∂O| (output gradient: the Hessian-guided metric's weight is its square)")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_agreement(agreement, *, value: str = "log2_distance") -> Figure:
+    """Heat map, targets × metrics, of how far each metric's pick is from the task-loss optimum."""
+    import pandas as pd
+
+    tab = agreement.assign(row=agreement["target"] + " @" + agreement["bits"].astype(str) + "b") \
+        .pivot(index="row", columns="metric", values=value)
+    tab = tab[list(dict.fromkeys(agreement["metric"]))]
+    tab = tab.loc[list(dict.fromkeys(agreement["target"] + " @" + agreement["bits"].astype(str) + "b"))]
+    fig = _figure(1.4 * tab.shape[1] + 3.5, 0.36 * tab.shape[0] + 1.6)
+    ax = fig.subplots()
+    im = ax.imshow(tab.values, cmap="Reds", aspect="auto", vmin=0)
+    ax.set_xticks(range(tab.shape[1]), tab.columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(tab.shape[0]), tab.index, fontsize=7)
+    for i in range(tab.shape[0]):
+        for j in range(tab.shape[1]):
+            val = tab.values[i, j]
+            if pd.notna(val):
+                ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, label={"log2_distance": "|log2(pick / optimum)|"}.get(value, value))
+    return fig
+
+
+# ----------------------------------------------------------------------------- notebook 04
+
+
+def plot_accuracy(table, *, fp_top1: float | None = None, group: str = "bits", hue: str = "method",
+                  reference: Mapping[str, float] | None = None, title: str = "") -> Figure:
+    """Grouped bars of top-1: ``group`` along x, ``hue`` as colours; ``fp_top1`` a dashed line and
+    ``reference`` (label -> top-1 by ``group|hue`` key) as hollow markers."""
+    groups = list(dict.fromkeys(table[group]))
+    hues = list(dict.fromkeys(table[hue]))
+    fig = _figure(max(6, 1.2 * len(groups) * len(hues) ** 0.5 + 3), 4)
+    ax = fig.subplots()
+    width = 0.8 / len(hues)
+    for j, h in enumerate(hues):
+        for i, g in enumerate(groups):
+            sel = table[(table[group] == g) & (table[hue] == h)]
+            if sel.empty:
+                continue
+            val = float(sel["top1"].iloc[0])
+            x = i + (j - (len(hues) - 1) / 2) * width
+            ax.bar(x, val, width, color=f"C{j}", label=h if i == 0 else None)
+            ax.text(x, val + 0.5, f"{val:.1f}", ha="center", fontsize=7)
+            if reference and f"{g}|{h}" in reference:
+                ax.plot([x], [reference[f"{g}|{h}"]], "o", mfc="none", mec="black", ms=7,
+                        label="reference" if not any(t.get_label() == "reference" for t in ax.lines) else None)
+    if fp_top1 is not None:
+        ax.axhline(fp_top1, color="black", ls="--", lw=1, label=f"float {fp_top1:.2f}")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("top-1 (%)")
+    lo = float(table["top1"].min())
+    ax.set_ylim(max(0, min(lo, fp_top1 or lo) - 10), 100)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    return fig

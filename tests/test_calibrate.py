@@ -1,0 +1,151 @@
+"""Capture and calibration on a small random ViT, checked against independent brute force."""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from ptqlib import calibrate, get_method, quantize_model, sites
+from ptqlib.calibrate import calibrate_site
+from ptqlib.capture import capture, task_loss
+from ptqlib.metrics import get_metric
+from ptqlib.quant import TwinGeluQuantizer, TwinSoftmaxQuantizer, uniform_fake
+from ptqlib.search import linear_grid
+from ptqlib.wrap import quantizers
+
+
+def _tiny_vit() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64).eval()
+
+
+def _images(n: int = 4) -> torch.Tensor:
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def test_minmax_scales_are_absmax_over_qmax() -> None:
+    model = quantize_model(_tiny_vit(), get_method("minmax", 8, 6))
+    x = _images()
+    calibrate(model, x, progress=False)
+    fc1 = model.get_submodule("blocks.0.mlp.fc1")
+    assert torch.allclose(fc1.weight_quant.scale, fc1.weight.detach().abs().max() / 127)
+    caps = capture(model, x, [s for s in sites(model) if s.name == "blocks.0.mlp.fc1"], grads=False)
+    absmax = caps["blocks.0.mlp.fc1"].inputs[0].abs().max()
+    assert torch.allclose(fc1.input_quant.scale, absmax / 31)
+    qkv = model.get_submodule("blocks.0.attn.qkv")
+    w = qkv.weight.detach().view(3, -1)
+    expected = (w.abs().amax(1) / 127).repeat_interleave(qkv.out_features // 3).unsqueeze(1)
+    assert torch.allclose(qkv.weight_quant.scale, expected)  # separate q, k, v scales
+
+
+def test_every_quantizer_is_calibrated_and_enabled() -> None:
+    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 6, 6, search="coarse_to_fine"))
+    report = calibrate(model, _images(), progress=False)
+    names = {n for n, _ in quantizers(model) if not n.endswith("patch_embed.proj.input_quant")}
+    assert set(report.scales) == names
+    assert all(q.enabled for n, q in quantizers(model) if n in names)
+    assert report.evaluations > 0 and report.passes == 1
+    for name, q in quantizers(model):
+        if isinstance(q, TwinSoftmaxQuantizer):
+            assert 0 <= int(q.m) <= 5
+        if isinstance(q, TwinGeluQuantizer):
+            assert q.scale > 0 and q.m.dtype == torch.int64
+
+
+def test_input_search_matches_brute_force() -> None:
+    """The chosen input scale of a Linear is the grid argmin of the metric, computed here by hand."""
+    config = get_method("baseptq", 6, 6, metric="mse", rounds=1)
+    model = quantize_model(_tiny_vit(), config)
+    site = next(s for s in sites(model) if s.name == "blocks.1.mlp.fc1")
+    cap = capture(model, _images(), [site], grads=False)[site.name]
+    scales, _ = calibrate_site(site, cap, config)
+    x = cap.inputs[0]
+    layer = site.module
+    w_scale = scales[f"{site.name}.weight_quant"]["scale"]
+    wq = uniform_fake(layer.weight.detach(), w_scale, 6)
+    out = F.linear(x, layer.weight.detach(), layer.bias.detach())
+    step0 = x.abs().max() / 31
+    scores = []
+    for mult in linear_grid(config.alpha, config.beta, config.n):
+        o_hat = F.linear(uniform_fake(x, step0 * mult, 6), wq, layer.bias.detach())
+        scores.append(get_metric("mse")(out, o_hat).item())
+    best = linear_grid(config.alpha, config.beta, config.n)[int(torch.tensor(scores).argmin())]
+    assert torch.allclose(scales[f"{site.name}.input_quant"]["scale"], step0 * best)
+
+
+def test_per_channel_and_per_head_granularity() -> None:
+    config = get_method("ptq4vit", 8, 8, weight_granularity="channel", matmul_granularity="head", search="coarse_to_fine")
+    model = quantize_model(_tiny_vit(), config)
+    calibrate(model, _images(), progress=False)
+    fc2 = model.get_submodule("blocks.0.mlp.fc2")
+    assert fc2.weight_quant.scale.shape == (fc2.out_features, 1)
+    assert len(set(fc2.weight_quant.scale.flatten().tolist())) > 1
+    qk = model.get_submodule("blocks.0.attn.matmul_qk")
+    assert qk.a_quant.scale.shape == (1, 3, 1, 1) and qk.b_quant.scale.shape == (1, 3, 1, 1)
+    assert model.get_submodule("blocks.0.attn.matmul_av").a_quant.m.shape == (1, 3, 1, 1)
+
+
+def test_search_never_worse_than_minmax_on_output_error() -> None:
+    x = _images()
+    errors = {}
+    for method in ("minmax", "ptq4vit"):
+        model = _tiny_vit()
+        with torch.no_grad():
+            ref = model(x)
+        quantize_model(model, get_method(method, 4, 4, metric="mse"))
+        calibrate(model, x, progress=False)
+        with torch.no_grad():
+            errors[method] = (model(x) - ref).square().mean().item()
+    assert errors["ptq4vit"] < errors["minmax"]
+
+
+def test_pseudo_label_gradients_carry_information_unlike_official_kl() -> None:
+    model = quantize_model(_tiny_vit(), get_method("ptq4vit"))
+    site = [s for s in sites(model) if s.name == "blocks.1.mlp.fc2"]
+    ours = capture(model, _images(), site, grads=True, grad_loss="pseudo_label_ce")[site[0].name].grad
+    official = capture(model, _images(), site, grads=True, grad_loss="official_kl")[site[0].name].grad
+    assert ours.abs().mean() > 1e4 * official.abs().mean()
+    assert ours.abs().mean() > 0
+
+
+def test_task_loss_gradient_of_pseudo_label_ce() -> None:
+    logits = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+    task_loss(logits, "pseudo_label_ce").backward()
+    expected = torch.softmax(logits.detach(), -1) - torch.tensor([[1.0, 0.0, 0.0]])
+    assert torch.allclose(logits.grad, expected)
+    with pytest.raises(ValueError, match="labels"):
+        task_loss(logits, "label_ce")
+
+
+def test_chunked_calibration_gives_identical_scales() -> None:
+    config = get_method("ptq4vit", 8, 8, search="coarse_to_fine", max_tokens=64)
+    results = []
+    for chunks in (1, 3):
+        model = quantize_model(_tiny_vit(), config.replace(chunks=chunks))
+        report = calibrate(model, _images(), progress=False)
+        results.append(report)
+    assert results[1].passes == 3
+    for name, params in results[0].scales.items():
+        for key, value in params.items():
+            assert torch.equal(value, results[1].scales[name][key]), (name, key)
+
+
+def test_sequential_calibration_sees_quantized_inputs() -> None:
+    x = _images()
+    par = quantize_model(_tiny_vit(), get_method("ptq4vit", 4, 4, search="coarse_to_fine"))
+    seq = quantize_model(_tiny_vit(), get_method("ptq4vit", 4, 4, search="coarse_to_fine", order="sequential"))
+    rp, rs = calibrate(par, x, progress=False), calibrate(seq, x, progress=False)
+    assert rs.passes > rp.passes
+    first = "blocks.0.attn.qkv.input_quant"  # sees only float layers before it... but the patch embed is quantized
+    last = "blocks.1.mlp.fc2.input_quant"
+    assert not torch.equal(rp.scales[last]["scale"], rs.scales[last]["scale"])
+    assert first in rs.scales
+
+
+def test_calibrate_rejects_bad_images() -> None:
+    from ptqlib import PtqlibError
+
+    model = quantize_model(_tiny_vit(), get_method("minmax"))
+    with pytest.raises(PtqlibError, match="non-empty batch"):
+        calibrate(model, torch.zeros(0, 3, 64, 64), progress=False)
