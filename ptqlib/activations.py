@@ -64,6 +64,7 @@ __all__ = [
     "sweep_scales",
     "metric_agreement",
     "run_configs",
+    "engine_fingerprint",
     "official_results",
 ]
 
@@ -99,21 +100,30 @@ def load_notebook_data(
     *,
     calib_images: int = 32,
     val_images: int | None = None,
+    allow_random: bool = False,
+    calib_dir: str | Path | None = None,
+    val_dir: str | Path | None = None,
     seed: int = 0,
 ) -> NotebookData:
     """The model and images a notebook works on.
 
-    With a data folder (``data``, laid out like the shared one): the model's checkpoint from
-    ``weights/``, the calibration images of ``imagenet-calib/calib32.txt`` (a seeded sample when
-    more are asked for) and the first ``val_images`` of ``imagenet-val-1300``. Without one, or
-    when the folder holds no weights for ``model_name``: random weights, and Gaussian noise
-    images with random labels — enough to run every code path, meaningless as accuracy.
+    Weights: the model's checkpoint in ``<data>/weights/`` if there is one; else, with
+    ``allow_random`` (smoke mode), random weights; else timm's pretrained download (needs
+    internet; a clear error otherwise).
+
+    Images: calibration images from ``calib_dir`` (default ``<data>/imagenet-calib``, the files of
+    ``calib32.txt`` first; a seeded sample when more are asked for or there is no list) and the
+    first ``val_images`` of ``val_dir`` (default ``<data>/imagenet-val-1300``; an ImageNet
+    ``val/<wnid>/`` folder works too). Without any image folder and with ``allow_random``:
+    Gaussian-noise images with random labels, enough to run every code path.
 
     Args:
-        model_name: timm model name.
+        model_name: timm model name (optionally with a pretrained tag).
         data: the data folder; ``None`` or ``""`` means none.
         calib_images: calibration batch size.
         val_images: validation images (``None``: all).
+        allow_random: allow random weights and noise images where no real ones exist.
+        calib_dir, val_dir: image folders overriding the data folder's.
         seed: seeds the random weights, images and samples.
     """
     from .data import DataPaths, LabeledImages, calibration_batch, model_transform, read_list
@@ -122,29 +132,47 @@ def load_notebook_data(
     root = Path(data) if data else None
     if root is not None and not root.is_dir():
         raise PtqlibError(f"data folder {root} is not a directory; set PTQLIB_DATA to the shared data folder or leave it empty")
+    paths = DataPaths.from_root(root) if root is not None else None
     checkpoint = find_checkpoint(model_name, root) if root is not None else None
     if checkpoint is not None:
-        paths = DataPaths.from_root(root)
-        model = load_model(model_name, checkpoint)
-        transform = model_transform(model)
-        calib_set = LabeledImages(paths.calib_dir, transform=transform)
-        listed = paths.calib_list if paths.calib_list.exists() and calib_images <= len(read_list(paths.calib_list)) else None
+        model, real, weights = load_model(model_name, checkpoint), True, f"real weights ({checkpoint.name})"
+    elif allow_random:
+        model, real, weights = load_model(model_name, random_init=True, seed=seed), False, "RANDOM weights"
+    else:
+        model, real, weights = load_model(model_name), True, "timm pretrained weights (downloaded)"
+    transform = model_transform(model)
+    calib_root = Path(calib_dir) if calib_dir else (paths.calib_dir if paths and paths.calib_dir.is_dir() else None)
+    val_root = Path(val_dir) if val_dir else (paths.val_dir if paths and paths.val_dir.is_dir() else None)
+    if calib_root is not None:
+        calib_set = LabeledImages(calib_root, transform=transform)
+        listed = None
+        if not calib_dir and paths is not None and paths.calib_list.exists() and calib_images <= len(read_list(paths.calib_list)):
+            listed = paths.calib_list
         images, labels, _ = calibration_batch(calib_set, calib_images, list_file=listed, seed=seed)
-        val = LabeledImages(paths.val_dir, transform=transform, limit=val_images) if paths.val_dir.is_dir() else None
-        source = (f"real {model_name} weights ({checkpoint.name}); {images.shape[0]} calibration images "
-                  f"({'calib32.txt' if listed else 'seeded sample'}); "
-                  f"{0 if val is None else len(val)} validation images of {paths.val_dir.name}")
-        return NotebookData(model, model_name, True, images, labels, val, source)
-    model = load_model(model_name, random_init=True, seed=seed)
-    size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(calib_images, *size, generator=gen)
-    labels = torch.randint(0, 1000, (calib_images,), generator=gen)
-    n_val = 16 if val_images is None else val_images
-    val = TensorDataset(torch.randn(n_val, *size, generator=gen), torch.randint(0, 1000, (n_val,), generator=gen))
-    source = (f"RANDOM {model_name} weights and Gaussian-noise images (no data folder with weights): "
-              "code paths only, the numbers mean nothing")
-    return NotebookData(model, model_name, False, images, labels, val, source)
+        calib_text = f"{images.shape[0]} calibration images ({'calib32.txt' if listed else 'seeded sample'} of {calib_root.name})"
+    elif allow_random:
+        size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+        gen = torch.Generator().manual_seed(seed)
+        images = torch.randn(calib_images, *size, generator=gen)
+        labels = torch.randint(0, 1000, (calib_images,), generator=gen)
+        calib_text = f"{calib_images} Gaussian-noise calibration images"
+    else:
+        raise PtqlibError("no calibration images: set PTQLIB_DATA to the shared data folder or pass calib_dir")
+    if val_root is not None:
+        val: Dataset | None = LabeledImages(val_root, transform=transform, limit=val_images)
+        val_text = f"{len(val)} validation images of {val_root.name}"
+    elif allow_random:
+        size = tuple(images.shape[1:])
+        gen = torch.Generator().manual_seed(seed + 1)
+        n_val = 16 if val_images is None else val_images
+        val = TensorDataset(torch.randn(n_val, *size, generator=gen), torch.randint(0, 1000, (n_val,), generator=gen))
+        val_text = f"{n_val} Gaussian-noise validation images"
+    else:
+        val, val_text = None, "no validation images"
+    source = f"{model_name}: {weights}; {calib_text}; {val_text}"
+    if not real:
+        source += " (random weights: code paths only, the numbers mean nothing)"
+    return NotebookData(model, model_name, real, images, labels, val, source)
 
 
 def preload(dataset: Dataset, *, batch_size: int = 64, progress: bool = True, desc: str = "decode") -> TensorDataset:
@@ -338,16 +366,28 @@ def channel_absmax(acts: Activations, kind: str = "post-GELU") -> Tensor:
 # ----------------------------------------------------------------------------- fitted quantizers
 
 #: The paper's search grid for scale multipliers (α = 0.01, β = 1.2, n = 100).
-FIT_GRID = linear_grid(0.01, 1.2, 100)
+FIT_GRID = torch.unique(torch.cat([linear_grid(0.01, 1.2, 100), torch.ones(1)]))  # and the min-max step itself
 TWIN_GELU_SPLITS = tuple(range(-2, 13))
 
 
-def _sample(values: Tensor, limit: int, seed: int = 0) -> Tensor:
+def _sample(values: Tensor, limit: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """At most ``limit`` of the values, with weights summing to 1 such that a weighted mean over
+    the sample estimates the mean over all values: the ``limit // 10`` largest magnitudes are kept
+    exactly (weight 1/N each: rare outliers dominate a squared error and must not be missed), the
+    rest is a seeded uniform sample standing for all the others."""
     v = values.reshape(-1).float()
-    if v.numel() <= limit:
-        return v
+    total = v.numel()
+    if total <= limit:
+        return v, torch.full_like(v, 1.0 / max(total, 1))
+    k = limit // 10
+    top = v.abs().topk(k).indices
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[top] = False
+    rest = v[keep]
     gen = torch.Generator().manual_seed(seed)
-    return v[torch.randint(0, v.numel(), (limit,), generator=gen)]
+    picked = rest[torch.randint(0, rest.numel(), (limit - k,), generator=gen)]
+    w = torch.cat([torch.full((k,), 1.0 / total), torch.full((limit - k,), rest.numel() / (limit - k) / total)])
+    return torch.cat([v[top], picked]), w
 
 
 @dataclass(frozen=True)
@@ -411,12 +451,12 @@ class FittedQuantizer:
         return f"twin-uniform {self.bits}-bit, Δp={s['positive']:.3g}, Δn=Δp/2^{self.m}={s['negative']:.3g}"
 
 
-def _batched_mse(x: Tensor, fake_fn, params: Tensor, chunk: int = 16) -> Tensor:
-    """MSE of ``fake_fn(x, p)`` for each ``p`` in ``params`` (shape (K,)), chunked."""
+def _batched_mse(x: Tensor, w: Tensor, fake_fn, params: Tensor, chunk: int = 16) -> Tensor:
+    """Weighted MSE of ``fake_fn(x, p)`` for each ``p`` in ``params`` (shape (K,)), chunked."""
     out = []
     for i in range(0, params.numel(), chunk):
         p = params[i:i + chunk].view(-1, 1)
-        out.append((fake_fn(x.unsqueeze(0), p) - x).square().mean(1).double())
+        out.append(((fake_fn(x.unsqueeze(0), p) - x).square() * w).sum(1).double())
     return torch.cat(out)
 
 
@@ -425,22 +465,26 @@ def fit_uniform(values: Tensor, bits: int, *, signed: bool | None = None, search
     """The uniform quantizer of lowest MSE: step ``m · Δ₀`` with ``Δ₀`` the min-max step and ``m``
     on the paper's grid (0.01 … 1.2); ``search=False`` keeps the min-max step. ``signed``
     defaults to whether the values have negatives."""
-    x = _sample(values, limit)
-    signed = bool(x.min() < 0) if signed is None else signed
+    x, w = _sample(values, limit)
+    signed = bool(values.min() < 0) if signed is None else signed
     step0 = max(float(values.abs().max()), 1e-12) / qrange(bits, signed)[1]
     if not search:
         return FittedQuantizer("uniform", bits, scale=step0, signed=signed)
     scales = FIT_GRID * step0
-    errs = _batched_mse(x, lambda v, s: uniform_fake(v, s, bits, signed), scales)
-    return FittedQuantizer("uniform", bits, scale=float(scales[errs.argmin()]), signed=signed)
+    errs = _batched_mse(x, w, lambda v, s: uniform_fake(v, s, bits, signed), scales)
+    best = FittedQuantizer("uniform", bits, scale=float(scales[errs.argmin()]), signed=signed)
+    if x.numel() < values.numel():  # searched on a sample: never worse than min-max on all values
+        minmax = FittedQuantizer("uniform", bits, scale=step0, signed=signed)
+        best = min((best, minmax), key=lambda q: q.mse(values))
+    return best
 
 
 def fit_twin_softmax(values: Tensor, bits: int, *, m: int | None = None, limit: int = 50_000) -> FittedQuantizer:
     """The post-softmax twin quantizer; ``m`` of lowest MSE among 0..k-1 unless given."""
     if m is None:
-        x = _sample(values, limit)
+        x, w = _sample(values, limit)
         splits = torch.arange(0, bits, dtype=torch.float32)
-        errs = _batched_mse(x, lambda v, mm: twin_softmax_fake(v, bits, mm), splits)
+        errs = _batched_mse(x, w, lambda v, mm: twin_softmax_fake(v, bits, mm), splits)
         m = int(splits[errs.argmin()])
     return FittedQuantizer("twin-softmax", bits, m=int(m))
 
@@ -454,24 +498,26 @@ def fit_twin_gelu(values: Tensor, bits: int, *, m: int | None = None, limit: int
     negative step Δn* is found once (on the grid around the negatives' min-max step), and for each
     Δp only the splits next to ``log2(Δp / Δn*)`` are scored.
     """
-    x = _sample(values, limit)
+    x, w = _sample(values, limit)
     n = 2 ** (bits - 1)
-    pos, neg = x[x >= 0], x[x < 0].abs()
+    pos, neg = (x[x >= 0], w[x >= 0]), (x[x < 0].abs(), w[x < 0])
     scales = FIT_GRID * (max(float(values.max()), 1e-12) / (n - 1))  # (G,)
 
-    def sse(part: Tensor, steps: Tensor) -> Tensor:  # sum of squared errors of magnitudes, per step
-        if part.numel() == 0:
+    def sse(part: tuple[Tensor, Tensor], steps: Tensor) -> Tensor:  # weighted squared error of magnitudes, per step
+        mag, wt = part
+        if mag.numel() == 0:
             return torch.zeros(steps.numel(), dtype=torch.float64)
         out = []
         for i in range(0, steps.numel(), 32):
             s = steps[i:i + 32].view(-1, 1)
-            q = torch.clamp(torch.round(part.unsqueeze(0) / s), 0, n - 1) * s
-            out.append((q - part).square().sum(1).double())
+            q = torch.clamp(torch.round(mag.unsqueeze(0) / s), 0, n - 1) * s
+            out.append(((q - mag).square() * wt).sum(1).double())
         return torch.cat(out)
 
     lo, hi = TWIN_GELU_SPLITS[0], TWIN_GELU_SPLITS[-1]
     if m is None:
-        neg_grid = FIT_GRID * (max(float(neg.max()) if neg.numel() else 0.0, 1e-12) / (n - 1))
+        neg_max = float(neg[0].max()) if neg[0].numel() else 0.0
+        neg_grid = FIT_GRID * (max(neg_max, 1e-12) / (n - 1))
         d_star = float(neg_grid[sse(neg, neg_grid).argmin()])
         centre = torch.round(torch.log2(scales / d_star))
         cand = (centre.view(-1, 1) + torch.tensor([-1.0, 0.0, 1.0]).view(1, -1)).clamp(lo, hi)  # (G, 3)
@@ -692,7 +738,7 @@ def sweep_scales(
     bits: Sequence[int] = (4,),
     multipliers: Tensor | None = None,
     metrics: Sequence[str] = ("mse", "cosine", "pearson", "l1", "hessian"),
-    grad_losses: Mapping[str, str] | None = None,
+    grad_losses: Mapping[str, str | tuple[str, str]] | None = None,
     labels: Tensor | None = None,
     max_tokens: int | None = 2048,
     batch: int = 32,
@@ -715,8 +761,11 @@ def sweep_scales(
         bits: bit-widths to sweep at.
         multipliers: candidate multipliers (default: 40, geometric from 0.02 to 1.2).
         metrics: metric names; ``hessian`` uses the first gradient loss.
-        grad_losses: ``{column name: grad_loss}`` for Hessian-guided columns, e.g.
-            ``{"hessian": "pseudo_label_ce", "hessian (official KL)": "official_kl"}``.
+        grad_losses: ``{column name: grad_loss}`` or ``{column name: (grad_loss, grad_norm)}`` for
+            the Hessian-guided columns, e.g. ``{"hessian": "pseudo_label_ce",
+            "hessian (per-channel)": ("pseudo_label_ce", "channel"), "hessian (official KL)":
+            "official_kl"}`` (``grad_norm`` as in :class:`~ptqlib.config.PTQConfig`; default ``none``,
+            the per-element weights of the paper's formula).
         labels: true labels of ``images`` (for ``task_ce``).
         max_tokens: rows captured per site for the metrics.
         batch: images per forward pass of the task loss.
@@ -738,9 +787,11 @@ def sweep_scales(
     caps = capture(wrapped, images, chosen, grads=False, max_tokens=max_tokens, seed=seed)
     grads: dict[str, dict[str, Tensor]] = {}
     if "hessian" in metrics:
-        for col, loss in grad_losses.items():
+        for col, spec in grad_losses.items():
+            loss, norm = (spec, "none") if isinstance(spec, str) else spec
+            extra = {} if norm == "none" else {"grad_norm": norm}
             gc = capture(wrapped, images, chosen, grads=True, grad_loss=loss, labels=labels,
-                         max_tokens=max_tokens, seed=seed, micro_batch=batch)
+                         max_tokens=max_tokens, seed=seed, micro_batch=batch, **extra)
             grads[col] = {n: c.grad for n, c in gc.items()}
     with torch.inference_mode():
         float_logits = torch.cat([wrapped(images[i:i + batch]) for i in range(0, images.shape[0], batch)]).float()
@@ -821,6 +872,29 @@ def _cache_key(parts: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+ENGINE_MODULES = ("quant", "metrics", "search", "layers", "attention", "wrap", "config", "methods", "capture",
+                  "calibrate", "evaluate", "data")
+
+
+def _fingerprint() -> str:
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ENGINE_MODULES:
+        path = here / f"{name}.py"
+        if path.exists():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_ENGINE_FINGERPRINT = _fingerprint()  # the sources as they were when this process imported ptqlib
+
+
+def engine_fingerprint() -> str:
+    """A hash of the source (as imported by this process) of the modules that decide a
+    calibration's result: a cached result is reused only while none of them changed."""
+    return _ENGINE_FINGERPRINT
+
+
 def run_configs(
     model: nn.Module,
     calib_images: Tensor,
@@ -836,8 +910,8 @@ def run_configs(
     """Calibrate a copy of ``model`` with each config and evaluate it on ``val``.
 
     Identical configs run once. With ``cache_dir``, each result is stored as JSON under a key
-    made of the config, ``cache_tag`` (describe the model and data there) and the image counts,
-    and read back instead of recomputed.
+    made of the config, ``cache_tag`` (describe the model and data there), the image counts and
+    :func:`engine_fingerprint`, and read back instead of recomputed.
 
     Returns one row per name: top-1, top-5, calibration and evaluation seconds, and whether the
     row came from the cache.
@@ -852,7 +926,7 @@ def run_configs(
     rows = []
     cache = Path(cache_dir) if cache_dir else None
     for name, config in configs.items():
-        key = _cache_key({"config": config.to_dict(), "tag": dict(cache_tag or {}),
+        key = _cache_key({"config": config.to_dict(), "tag": dict(cache_tag or {}), "engine": engine_fingerprint(),
                           "calib": int(calib_images.shape[0]), "val": len(val)})
         path = None if cache is None else cache / f"{key}.json"
         if key in done:

@@ -96,6 +96,10 @@ class _Recorder:
             if self.grad_norm == "image":  # every image's gradient to unit mean square
                 rms = g.square().mean(dim=tuple(range(1, g.ndim)), keepdim=True).sqrt()
                 g = g / rms.clamp_min(torch.finfo(g.dtype).tiny)
+            elif self.grad_norm == "channel":  # E[g²] per output channel (per head for matmuls)
+                keep = 1 if isinstance(self.site.module, (QuantMatMul, QuantConv2d)) else g.ndim - 1
+                dims = tuple(d for d in range(g.ndim) if d != keep)
+                g = g.square().mean(dim=dims, keepdim=True).sqrt().expand_as(g)
             if flatten:
                 g = g.reshape(-1, g.shape[-1])
             self.grads.append(g if index is None else g.index_select(dim, index.to(g.device)))

@@ -40,6 +40,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _check_device(name: str) -> None:
+    """PtqlibError unless torch can use device ``name`` here (before any work is done)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise PtqlibError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise PtqlibError(f"device {name} is not available (this machine has {found} CUDA devices); use --device cpu")
+
+
 def _gigabytes(text: str) -> float:
     try:
         value = float(text)
@@ -47,6 +70,11 @@ def _gigabytes(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a memory size in GB such as 8 or 0.5, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive memory size in GB, got {text}")
+    return value
+
+
+def _tokens(text: str) -> int:
+    value = _positive(text) if text.strip() != "0" else 0
     return value
 
 
@@ -63,7 +91,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
-    p.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    p.add_argument("--workers", type=_non_negative, default=0, help="data-loading worker processes")
     p.add_argument("--micro-batch", type=_positive, help="calibration images per capture pass (less memory)")
     p.add_argument("--max-memory", type=_gigabytes, metavar="GB",
                    help="memory calibration may use (default: what is available); more capture passes if needed")
@@ -76,7 +104,7 @@ def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
         p.add_argument("--w-bits", type=_bits, default=8)
         p.add_argument("--a-bits", type=_bits, default=8)
     p.add_argument("--search", choices=("grid", "coarse_to_fine"), help="candidate search strategy")
-    p.add_argument("--max-tokens", type=_positive, help="rows per layer used to score candidates")
+    p.add_argument("--max-tokens", type=_tokens, help="rows per layer used to score candidates (0 = all; default 1024)")
     p.add_argument("--metric", choices=("mse", "l1", "hessian", "cosine", "pearson"), help="override the method's metric")
     p.add_argument("--grad-loss", choices=("pseudo_label_ce", "label_ce", "official_kl"), help="loss behind the Hessian metric")
     p.add_argument("--order", choices=("parallel", "sequential"), help="calibration order")
@@ -116,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--val-limit", type=_positive, help="evaluate only the first N validation images")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     e.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
-    e.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    e.add_argument("--workers", type=_non_negative, default=0, help="data-loading worker processes")
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
     e.add_argument("--output", type=Path, help="write the result as JSON here")
 
@@ -127,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("search", "max_tokens", "metric", "grad_loss", "order", "chunks")
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if out.get("max_tokens") == 0:
+        out["max_tokens"] = None  # 0 means every row
     out["seed"] = args.seed
     return out
 
@@ -134,6 +164,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _spec(args: argparse.Namespace):
     from .pipeline import RunSpec
 
+    _check_device(args.device)
     return RunSpec(model=args.model, checkpoint=args.checkpoint, random_init=args.random_init, data=args.data,
                    calib_dir=args.calib_dir, calib_list=args.calib_list, calib_size=args.calib_size,
                    val_dir=args.val_dir, val_limit=args.val_limit, seed=args.seed, device=args.device,
@@ -301,6 +332,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import find_checkpoint
     from .pipeline import versions
 
+    _check_device(args.device)
     header = read_header(args.quantized)
     if args.output is not None:
         _write(args.output, "")  # fail before the work, not after

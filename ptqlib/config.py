@@ -38,7 +38,8 @@ class PTQConfig:
             code's KL(float || float), whose gradient vanishes in parallel calibration.
         grad_norm: ``image`` scales each calibration image's gradient to unit mean square, so
             the few images the float model is unsure of (large ``∂L/∂O``) do not decide every
-            scale alone; ``none`` keeps the raw per-element weights.
+            scale alone; ``channel`` replaces ``(∂L/∂O)²`` by its mean over images and tokens per
+            output channel (per head for matmuls); ``none`` keeps the raw per-element weights.
         alpha, beta, n: the candidate grid ``(α + i(β-α)/n)·Δ₀``, i = 0..n.
         rounds: alternating weight/input search rounds; 0 means min-max scales, no search.
         search: ``grid`` (exhaustive) or ``coarse_to_fine`` (``search.py``).
@@ -61,13 +62,13 @@ class PTQConfig:
     matmul_granularity: Literal["tensor", "head"] = "tensor"
     metric: MetricName = "hessian"
     grad_loss: GradLoss = "pseudo_label_ce"
-    grad_norm: Literal["none", "image"] = "none"
+    grad_norm: Literal["none", "image", "channel"] = "none"
     alpha: float = 0.01
     beta: float = 1.2
     n: int = 100
     rounds: int = 3
-    search: SearchStrategy = "grid"
-    max_tokens: int | None = None
+    search: SearchStrategy = "coarse_to_fine"
+    max_tokens: int | None = 1024
     order: Literal["parallel", "sequential"] = "parallel"
     chunks: int = 1
     seed: int = 0

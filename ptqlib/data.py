@@ -284,6 +284,6 @@ def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0) -> Dat
     Args:
         dataset: e.g. a :class:`LabeledImages`.
         batch_size: images per batch.
-        workers: loader processes; 0 reads in this process (errors stay one line).
+        workers: loader processes; 0 reads in this process. Either way a bad image's error is one line.
     """
     return _OneLineErrors(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

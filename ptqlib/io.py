@@ -120,7 +120,8 @@ def float_state_hash(model: nn.Module) -> str:
             continue
         t = value.detach().cpu().contiguous()
         digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes, without a copy
     return digest.hexdigest()
 
 

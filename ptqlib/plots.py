@@ -20,8 +20,10 @@ from .activations import KINDS, Activations, FittedQuantizer, ScaleSweep, fit_qu
 
 __all__ = [
     "COLORS",
+    "repo_root",
     "figures_dir",
     "save_figure",
+    "publish",
     "setup_notebook",
     "hist_with_grid",
     "error_per_value",
@@ -44,25 +46,31 @@ __all__ = [
 COLORS = {
     "uniform": "#d62728", "twin": "#1f77b4", "gaussian": "#2ca02c", "task": "black",
     "mse": "#ff7f0e", "cosine": "#9467bd", "pearson": "#8c564b", "l1": "#e377c2",
-    "hessian": "#1f77b4", "hessian (official KL)": "#17becf",
-    "fine range R1": "#1f77b4", "coarse range R2": "#aec7e8", "positive": "#1f77b4", "negative": "#ff7f0e",
+    "hessian": "#1f77b4", "hessian (per-channel)": "#393b79", "hessian (official KL)": "#17becf",
+    "fine range R1": "#08519c", "coarse range R2": "#e6550d", "positive": "#08519c", "negative": "#e6550d",
 }
 KIND_COLORS = {"post-softmax": "#1f77b4", "post-GELU": "#ff7f0e", "qkv input": "#2ca02c",
                "proj input": "#9467bd", "fc1 input": "#8c564b"}
+GRID_HIST = "0.6"  # histograms under a quantizer grid are grey, so the grid's colours stand out
 DPI = 100
 
 
+def repo_root() -> Path:
+    """The project folder: the first of the working directory and its parents holding
+    ``pyproject.toml`` (notebooks run in ``notebooks/``), else the working directory."""
+    here = Path.cwd().resolve()
+    return next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+
+
 def figures_dir(directory: str | Path | None = None) -> Path:
-    """Where figures go: ``directory``, else ``$PTQLIB_FIGURES``, else ``figures/`` at the
-    repository root (the first parent of the working directory holding ``pyproject.toml``)."""
+    """Where figures go: ``directory``, else ``$PTQLIB_FIGURES``, else ``figures/`` in
+    :func:`repo_root`."""
     if directory:
         path = Path(directory)
     elif os.environ.get("PTQLIB_FIGURES"):
         path = Path(os.environ["PTQLIB_FIGURES"])
     else:
-        here = Path.cwd().resolve()
-        root = next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
-        path = root / "figures"
+        path = repo_root() / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -70,8 +78,24 @@ def figures_dir(directory: str | Path | None = None) -> Path:
 def save_figure(fig: Figure, name: str, directory: str | Path | None = None, *, dpi: int = DPI) -> Path:
     """Save ``fig`` as ``<directory>/<name>.png`` (dpi 100, tight) and return the path."""
     path = figures_dir(directory) / (name if name.endswith(".png") else f"{name}.png")
+    _light_log_ticks(*fig.axes)
     fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
     return path
+
+
+def publish(fig: Figure, name: str, directory: str | Path | None = None) -> str:
+    """Save ``fig`` under ``figures/`` (see :func:`save_figure`), show it inline when running in
+    IPython, and return ``figures/<name>.png`` (the path relative to the figures folder's parent)."""
+    path = save_figure(fig, name, directory)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(fig)
+    except ImportError:  # pragma: no cover
+        pass
+    return f"{path.parent.name}/{path.name}"
 
 
 def setup_notebook(dpi: int = 72) -> None:
@@ -104,13 +128,16 @@ def _figure(width: float, height: float, *, fast: bool = False) -> Figure:
 
 
 def _light_log_ticks(*axes) -> None:
-    """No minor ticks on log axes (they dominate redraw time)."""
+    """No minor ticks on log axes spanning more than two decades (there they only cost redraw
+    time); narrower log axes keep them, since they carry the only labels."""
     from matplotlib.ticker import NullLocator
 
     for ax in axes:
-        for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        for axis, scale, lim in ((ax.xaxis, ax.get_xscale(), ax.get_xlim), (ax.yaxis, ax.get_yscale(), ax.get_ylim)):
             if scale == "log":
-                axis.set_minor_locator(NullLocator())
+                lo, hi = sorted(lim())
+                if lo > 0 and math.log10(hi / lo) > 2:
+                    axis.set_minor_locator(NullLocator())
 
 
 # ----------------------------------------------------------------------------- histograms
@@ -160,7 +187,7 @@ def hist_with_grid(ax, values: Tensor, fq: FittedQuantizer | None = None, *, xsc
             if lv.size > max_lines:
                 lv = lv[:: math.ceil(lv.size / max_lines)]
             col = COLORS.get(group, COLORS["uniform"] if fq.kind == "uniform" else COLORS["twin"])
-            ax.vlines(lv, 0, 0.92 if i == 0 else 0.8, transform=trans, colors=col, lw=0.6, alpha=0.5,
+            ax.vlines(lv, 0, 0.92 if i == 0 else 0.8, transform=trans, colors=col, lw=0.7, alpha=0.75,
                       label="uniform levels" if group == "uniform" else f"{group} levels")
         if xscale == "log":  # everything below half the smallest positive level rounds to 0
             smallest = float(fq.levels()[fq.levels() > 0].min())
@@ -224,7 +251,7 @@ def explorer_figure(acts: Activations, block: int, layer: str, head: int | None,
         fig.clear()
     ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     bins = _bins(v, xscale)
-    hist_with_grid(ax1, v, fq, xscale=xscale, gaussian=True, color=KIND_COLORS.get(layer, "0.4"), bins=bins)
+    hist_with_grid(ax1, v, fq, xscale=xscale, gaussian=True, color=GRID_HIST, bins=bins)
     quantizers = {fq.label(): fq}
     if fq.kind != "uniform":
         uni = reference or fit_uniform(v, bits, signed=False if kind.twin == "softmax" else None)
@@ -291,18 +318,19 @@ def plot_channel_outliers(absmax: Tensor, blocks: Sequence[int], *, detail_block
     ax1.set_xlabel(f"{kind} channel (hidden unit)")
     ax1.set_ylabel("block")
     ax1.set_title(f"max |x| per channel of the {kind} activations", fontsize=10)
-    fig.colorbar(im, ax=ax1, label="max |x|")
+    fig.colorbar(im, ax=ax1)
     row = absmax[list(blocks).index(detail_block)]
     order = torch.argsort(row, descending=True)
-    ax2.plot(np.arange(row.numel()), row[order].numpy(), color=KIND_COLORS.get(kind, "0.4"))
+    ranks = np.arange(1, row.numel() + 1)
+    ax2.plot(ranks, row[order].numpy(), color=KIND_COLORS.get(kind, "0.4"))
     ax2.set_yscale("log")
-    ax2.set_xscale("symlog", linthresh=10)
+    ax2.set_xscale("log")
     ax2.axhline(float(row.median()), color="0.5", ls="--", lw=1, label=f"median {float(row.median()):.2g}")
-    for i, ch in enumerate(order[:top].tolist()):
-        ax2.annotate(f"#{ch}", (i, float(row[ch])), fontsize=7, xytext=(4, -2 - 7 * (i % 2)), textcoords="offset points")
-    ax2.set_xlabel("channels sorted by max |x|")
-    ax2.set_ylabel("max |x|")
-    ax2.set_title(f"block {detail_block}: the top {top} units", fontsize=10)
+    for i, ch in enumerate(order[:min(top, 3)].tolist()):
+        ax2.annotate(f"unit {ch}: {float(row[ch]):.3g}", (i + 1, float(row[ch])), fontsize=8,
+                     xytext=(8, -4 - 10 * i), textcoords="offset points")
+    ax2.set_xlabel("rank of the unit (sorted by max |x|)")
+    ax2.set_title(f"block {detail_block}: per-unit max |x|, sorted", fontsize=10)
     ax2.legend(fontsize=8)
     return fig
 
@@ -319,7 +347,7 @@ def plot_uniform_vs_twin(values: Tensor, kind: str, bits: int, *, title: str = "
     bins = _bins(values, xscale)
     out = {}
     for c, fq in enumerate((uni, tw)):
-        hist_with_grid(axes[0, c], values, fq, xscale=xscale, color=KIND_COLORS.get(kind, "0.4"), bins=bins)
+        hist_with_grid(axes[0, c], values, fq, xscale=xscale, color=GRID_HIST, bins=bins)
         axes[0, c].set_title(fq.label(), fontsize=9)
         axes[0, c].legend(fontsize=7, loc="upper right")
         out[fq.kind] = error_per_value(axes[1, c], values, {fq.kind: fq}, xscale=xscale, bins=bins)[fq.kind]
@@ -365,6 +393,8 @@ def plot_twin_levels(bits: int, m_softmax: int, gelu: FittedQuantizer, uniform_s
             ("twin R1 (fine)", tw.level_groups()["fine range R1"], COLORS["twin"], 0)]
     for name, lv, color, y in rows:
         lv = lv[lv >= 0].numpy()
+        color = {"uniform": COLORS["uniform"], "twin R2 (coarse)": COLORS["coarse range R2"],
+                 "twin R1 (fine)": COLORS["fine range R1"]}[name]
         ax1.vlines(lv, y - 0.35, y + 0.35, color=color, lw=1)
     ax1.set_yticks([0, 1, 2], ["twin R1 (fine)", "twin R2 (coarse)", "uniform (unsigned)"], fontsize=8)
     s = tw.steps()
@@ -379,7 +409,8 @@ def plot_twin_levels(bits: int, m_softmax: int, gelu: FittedQuantizer, uniform_s
     ax2.set_title(f"post-GELU, {gelu.bits} bits: Δp={gs['positive']:.3g} (sign bit 0), Δn=Δp/2^{gelu.m}={gs['negative']:.3g} "
                   "(sign bit 1)", fontsize=9)
     ax2.set_xscale("symlog", linthresh=0.2)
-    ax2.axvline(-0.17, color="0.5", ls=":", lw=1)
+    ax2.axvline(-0.17, color="0.5", ls=":", lw=1, label="GELU's minimum, −0.17")
+    ax2.legend(fontsize=8, loc="upper left")
     ax2.set_xlabel("representable value (symlog: linear within ±0.2)")
     return fig
 
@@ -407,8 +438,12 @@ def plot_error_curves(quantizers: Mapping[str, FittedQuantizer], lo: float, hi: 
 
 def plot_split_search(searches: Mapping[str, Any]) -> Figure:
     """MSE against the split ``m`` for each ``{label: DataFrame from split_search}``; the best marked."""
-    fig = _figure(5.2 * len(searches), 3.4)
-    axes = fig.subplots(1, len(searches), squeeze=False)[0]
+    cols = min(len(searches), 2)
+    rows = math.ceil(len(searches) / cols)
+    fig = _figure(5.6 * cols, 3.2 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(searches):]:
+        ax.set_visible(False)
     for ax, (label, df) in zip(axes, searches.items()):
         ax.plot(df["m"], df["mse"], "o-", color=COLORS["twin"], ms=4)
         best = df.loc[df["mse"].idxmin()]
@@ -436,7 +471,7 @@ def twin_figure(values: Tensor, kind: str, bits: int, m: int, fig: Figure | None
         fig.clear()
     ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     bins = _bins(values, xscale)
-    hist_with_grid(ax1, values, tw, xscale=xscale, color=KIND_COLORS.get(kind, "0.4"), bins=bins)
+    hist_with_grid(ax1, values, tw, xscale=xscale, color=GRID_HIST, bins=bins)
     mses = error_per_value(ax2, values, {f"uniform {bits}-bit": uni, f"twin {bits}-bit, m={m}": tw}, xscale=xscale, bins=bins)
     title = f"{kind} · {bits}-bit twin-uniform, m = {m}: {tw.label()}"
     ax1.set_title(title, fontsize=10)

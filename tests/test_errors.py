@@ -184,6 +184,18 @@ def test_grayscale_and_cmyk_images_are_converted(tmp_path: Path, capsys: pytest.
     assert "minmax" in out
 
 
+def test_unavailable_device_and_bad_worker_count(images: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(quantize_args(images, "--device", "cuda:99"), capsys)
+    assert code == 2 and "device cuda:99 is not available" in err and "--device cpu" in err
+    code, err = run(quantize_args(images, "--device", "banana"), capsys)
+    assert code == 2 and "unknown device 'banana'" in err
+    code, err = run(["evaluate", "--quantized", str(tmp_path / "q.safetensors"), "--device", "cuda:99"], capsys)
+    assert code == 2 and "not available" in err
+    code, err = run(quantize_args(images, "--workers", "-1"), capsys)
+    assert code == 2 and "whole number >= 0" in err
+
+
 def test_calib_size_larger_than_available(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(quantize_args(images, "--calib-size", "50"), capsys)
     assert code == 2 and "calibration size 50 is more than the 4 images" in err and "smaller size" in err
