@@ -376,7 +376,9 @@ def calibrate(
     for group in groups:
         t0 = time.perf_counter()
         caps = capture(
-            model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, grad_norm=config.grad_norm, labels=labels,
+            model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, grad_norm=config.grad_norm,
+            # sequential inputs come from a second pass: both passes must keep the same (random) rows
+            row_select=config.row_select if config.order == "parallel" else "random", labels=labels,
             max_tokens=config.max_tokens, micro_batch=micro_batch, seed=config.seed, device=device,
             float_model=True)
         report.passes += 1

@@ -23,7 +23,7 @@ import contextlib
 import math
 import zlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -70,19 +70,38 @@ def task_loss(logits: Tensor, kind: GradLoss, labels: Tensor | None = None) -> T
     raise ValueError(f"unknown grad_loss {kind!r}")
 
 
+def _gather_rows(t: Tensor, rows: Tensor) -> Tensor:
+    """``t[b, :, rows[b], :]`` for a ``(B, H, N, K)`` tensor and per-image rows ``(B, r)``."""
+    index = rows.to(t.device)[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3])
+    return t.gather(2, index)
+
+
 def _rows(n: int, keep: int | None, gen: torch.Generator) -> Tensor | None:
     if keep is None or keep >= n:
         return None
     return torch.randperm(n, generator=gen)[:keep].sort().values
 
 
-class _Recorder:
-    """Forward hooks (and output-gradient hooks) for one site."""
+def _image_normalized(g: Tensor) -> Tensor:
+    """Every image's gradient scaled to unit mean square."""
+    rms = g.square().mean(dim=tuple(range(1, g.ndim)), keepdim=True).sqrt()
+    return g / rms.clamp_min(torch.finfo(g.dtype).tiny)
 
-    def __init__(self, site: Site, max_rows: int | None, want_grad: bool, gen: torch.Generator,
-                 grad_norm: str = "none") -> None:
-        self.site, self.max_rows, self.want_grad, self.gen = site, max_rows, want_grad, gen
-        self.grad_norm = grad_norm
+
+class _Recorder:
+    """Forward hooks (and output-gradient hooks) for one site.
+
+    Rows are kept in one of two ways when ``max_tokens`` is set. ``random``: a seeded uniform
+    sample, drawn in the forward hook. ``fisher`` (only when gradients are recorded): the forward
+    hook keeps every row, and the gradient hook keeps the rows with the largest Fisher energy
+    ``Σ_c (∂L/∂O_rc)²`` (per-image normalised), i.e. the rows that carry most of the weight of the
+    Hessian-guided distance. For matmuls the rows are query rows, chosen per image.
+    """
+
+    def __init__(self, site: Site, max_tokens: int | None, total_images: int, want_grad: bool, gen: torch.Generator,
+                 grad_norm: str = "none", row_select: str = "random") -> None:
+        self.site, self.max_tokens, self.total, self.want_grad, self.gen = site, max_tokens, total_images, want_grad, gen
+        self.grad_norm, self.row_select = grad_norm, row_select
         self.parts: list[list[Tensor]] = []
         self.grads: list[Tensor] = []
         self.stats: dict[str, list[Tensor]] = {}
@@ -90,42 +109,69 @@ class _Recorder:
     def _stat(self, key: str, value: Tensor) -> None:
         self.stats.setdefault(key, []).append(value.detach())
 
-    def _on_grad(self, index: Tensor | None, dim: int, flatten: bool) -> callable:
+    def _normalize(self, g: Tensor) -> Tensor:
+        if self.grad_norm == "image":
+            return _image_normalized(g)
+        if self.grad_norm == "channel":  # E[g²] per output channel (per head for matmuls)
+            keep = 1 if isinstance(self.site.module, (QuantMatMul, QuantConv2d)) else g.ndim - 1
+            dims = tuple(d for d in range(g.ndim) if d != keep)
+            return g.square().mean(dim=dims, keepdim=True).sqrt().expand_as(g)
+        return g
+
+    def _on_grad(self, kind: str, index: Tensor | None, keep: int | None) -> Callable[[Tensor], None]:
+        """The output-gradient hook: ``kind`` is ``linear``, ``matmul`` or ``conv``; ``index`` the
+        rows drawn in the forward hook, or ``None`` with ``keep`` rows to choose by Fisher energy."""
         def hook(g: Tensor) -> None:
             g = g.detach()
-            if self.grad_norm == "image":  # every image's gradient to unit mean square
-                rms = g.square().mean(dim=tuple(range(1, g.ndim)), keepdim=True).sqrt()
-                g = g / rms.clamp_min(torch.finfo(g.dtype).tiny)
-            elif self.grad_norm == "channel":  # E[g²] per output channel (per head for matmuls)
-                keep = 1 if isinstance(self.site.module, (QuantMatMul, QuantConv2d)) else g.ndim - 1
-                dims = tuple(d for d in range(g.ndim) if d != keep)
-                g = g.square().mean(dim=dims, keepdim=True).sqrt().expand_as(g)
-            if flatten:
-                g = g.reshape(-1, g.shape[-1])
-            self.grads.append(g if index is None else g.index_select(dim, index.to(g.device)))
+            gn = self._normalize(g)
+            if kind == "linear":
+                gn = gn.reshape(-1, gn.shape[-1])
+                rows = index
+                if keep is not None:  # Fisher selection: replace the full rows kept by forward
+                    energy = _image_normalized(g).reshape(-1, g.shape[-1]).square().sum(-1)
+                    rows = energy.topk(keep).indices.sort().values
+                    self.parts[-1] = [self.parts[-1][0].index_select(0, rows)]
+                self.grads.append(gn if rows is None else gn.index_select(0, rows.to(gn.device)))
+            elif kind == "matmul":
+                if keep is not None:
+                    energy = _image_normalized(g).square().sum((1, 3))  # (B, N) per query row
+                    rows = energy.topk(keep, dim=1).indices.sort(dim=1).values
+                    a, b = self.parts[-1]
+                    self.parts[-1] = [_gather_rows(a, rows), b]
+                    self.grads.append(_gather_rows(gn, rows))
+                else:
+                    self.grads.append(gn if index is None else gn.index_select(-2, index.to(gn.device)))
+            else:
+                self.grads.append(gn)
         return hook
 
     def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> None:
+        by_fisher = self.row_select == "fisher" and self.want_grad and output.requires_grad
         if isinstance(module, QuantLinear):
             x = args[0].detach()
             self._stat("absmax", x.abs().amax())
             self._stat("max", x.amax())
             self._stat("min", x.amin())
+            # this micro-batch's share of max_tokens, so the total does not depend on micro-batching
+            keep = None if self.max_tokens is None else max(1, math.ceil(self.max_tokens * x.shape[0] / self.total))
             x = x.reshape(-1, x.shape[-1])
-            idx = _rows(x.shape[0], self.max_rows, self.gen)
+            keep = None if keep is None or keep >= x.shape[0] else keep
+            idx = None if by_fisher else _rows(x.shape[0], keep, self.gen)
             self.parts.append([x if idx is None else x.index_select(0, idx.to(x.device))])
-            grad_hook = self._on_grad(idx, 0, flatten=True)
+            grad_hook = self._on_grad("linear", idx, keep if by_fisher else None)
         elif isinstance(module, QuantMatMul):
             a, b = args[0].detach(), args[1].detach()
             for key, t in (("a", a), ("b", b)):
                 self._stat(f"{key}_absmax", t.abs().amax(dim=tuple(d for d in range(t.ndim) if d != 1)))
-            rows = None if self.max_rows is None else max(1, math.ceil(self.max_rows / a.shape[0]))
-            idx = _rows(a.shape[-2], rows, self.gen)
+            # the same number of query rows for every image, whatever the micro-batch size
+            keep = None if self.max_tokens is None else max(1, math.ceil(self.max_tokens / self.total))
+            keep = None if keep is None or keep >= a.shape[-2] else keep
+            idx = None if by_fisher else _rows(a.shape[-2], keep, self.gen)
             self.parts.append([a if idx is None else a.index_select(-2, idx.to(a.device)), b])
-            grad_hook = self._on_grad(idx, -2, flatten=False)
+            grad_hook = self._on_grad("matmul", idx, keep if by_fisher else None)
         elif isinstance(module, QuantConv2d):
             self.parts.append([args[0].detach()])
-            grad_hook = self._on_grad(None, 0, flatten=False)
+            grad_hook = self._on_grad("conv", None, None)
         else:  # pragma: no cover - sites() only yields the three kinds
             raise TypeError(type(module))
         if self.want_grad and output.requires_grad:
@@ -149,6 +195,7 @@ def capture(
     grads: bool,
     grad_loss: GradLoss = "pseudo_label_ce",
     grad_norm: str = "none",
+    row_select: str = "random",
     labels: Tensor | None = None,
     max_tokens: int | None = None,
     micro_batch: int | None = None,
@@ -164,8 +211,12 @@ def capture(
         site_list: the sites to record (others are not hooked).
         grads: also run a backward pass of :func:`task_loss` and record ``∂L/∂O``.
         grad_loss, labels: the loss for the backward pass.
-        grad_norm: ``image`` scales each image's ``∂L/∂O`` to unit mean square; ``none`` keeps it.
-        max_tokens: keep at most this many rows per site (per micro-batch share), seeded.
+        grad_norm: ``image`` scales each image's ``∂L/∂O`` to unit mean square; ``channel``
+            replaces it by its per-channel RMS; ``none`` keeps it.
+        row_select: how rows are kept under ``max_tokens``: ``random`` (seeded) or ``fisher``
+            (the rows with the largest gradient energy; needs ``grads``, else random).
+        max_tokens: keep about this many rows per site (shared over micro-batches in proportion
+            to their images; matmuls keep the same query rows count for every image), seeded.
         micro_batch: images per forward/backward pass (``None``: all at once).
         seed: seeds the row sample (one generator per site, seeded by its name).
         float_model: run with every quantizer off (parallel calibration); ``False`` keeps the
@@ -177,14 +228,12 @@ def capture(
     """
     total = images.shape[0]
     micro = micro_batch or total
-    n_parts = math.ceil(total / micro)
-    per_part_rows = None if max_tokens is None else max(1, math.ceil(max_tokens / n_parts))
     recorders = {}
     handles = []
     for site in site_list:
         # one generator per site, seeded by its name: the sample does not depend on grouping
         gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(site.name.encode()))
-        rec = _Recorder(site, per_part_rows, grads, gen, grad_norm)
+        rec = _Recorder(site, max_tokens, total, grads, gen, grad_norm, row_select)
         recorders[site.name] = rec
         handles.append(site.module.register_forward_hook(rec))
     was_training = model.training

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,models} ...``.
+"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,export,models} ...``.
 
 Every mistake ends in one line ``error: <what is wrong; what to do>`` and exit code 2; ``--debug``
 shows the stack trace instead.
@@ -96,6 +96,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", type=_gigabytes, metavar="GB",
                    help="memory calibration may use (default: what is available); more capture passes if needed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out validation images that cannot be decoded (counted, named and recorded in the result) "
+                        "instead of stopping; calibration images must all be readable")
 
 
 def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
@@ -107,6 +110,9 @@ def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
     p.add_argument("--max-tokens", type=_tokens, help="rows per layer used to score candidates (0 = all; default 1024)")
     p.add_argument("--metric", choices=("mse", "l1", "hessian", "cosine", "pearson"), help="override the method's metric")
     p.add_argument("--grad-loss", choices=("pseudo_label_ce", "label_ce", "official_kl"), help="loss behind the Hessian metric")
+    p.add_argument("--grad-norm", choices=("none", "image", "channel"), help="normalisation of the Hessian metric's gradients")
+    p.add_argument("--row-select", choices=("fisher", "random"), help="which rows --max-tokens keeps")
+    p.add_argument("--matmul-granularity", choices=("tensor", "head"), help="scales of the matmul operands")
     p.add_argument("--order", choices=("parallel", "sequential"), help="calibration order")
     p.add_argument("--chunks", type=_positive, help="capture passes (memory/time trade-off)")
 
@@ -130,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bits", default=",".join(f"{w}/{a}" for w, a in REPRODUCE_BITS), help="comma-separated W/A pairs, e.g. 8/8,6/6")
     r.add_argument("--output-dir", type=Path, default=Path("results"))
     r.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
+    r.add_argument("--sensitivity-images", type=_positive, default=500,
+                   help="validation images for the sensitivity table (the first N; default 500)")
 
     s = sub.add_parser("sensitivity", help="top-1 with one kind of quantizer switched on at a time")
     _add_data_args(s)
@@ -146,14 +154,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
     e.add_argument("--workers", type=_non_negative, default=0, help="data-loading worker processes")
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out validation images that cannot be decoded (counted, named and recorded in the "
+                        "result) instead of stopping")
     e.add_argument("--output", type=Path, help="write the result as JSON here")
+
+    x = sub.add_parser("export", help="write a saved model's weights (and activations) as k-bit integer codes",
+                       description="Write the integer codes of a model saved by 'quantize --save': every quantized "
+                                   "weight as k-bit codes with its scales, and with --activations N the activation "
+                                   "codes of N images. Layouts (also in the file's header): uniform: k-bit integer "
+                                   "q, value q*scale; twin_softmax / twin_gelu: bit k-1 is the range / sign bit, "
+                                   "bits 0..k-2 the magnitude.")
+    x.add_argument("--quantized", type=Path, required=True, metavar="PATH", help="the file written by quantize --save")
+    x.add_argument("--output", type=Path, required=True, metavar="PATH",
+                   help="the .safetensors file to write, or an existing folder (then <name>.int.safetensors in it)")
+    x.add_argument("--activations", type=_non_negative, default=0, metavar="N",
+                   help="also export the activation codes of N images (default 0: weights only)")
+    x.add_argument("--image-dir", type=Path, help="where those images come from (default: the calibration folder "
+                                                  "of $PTQLIB_DATA, in the order the model was calibrated with)")
+    x.add_argument("--checkpoint", type=Path, help="float weights (default: the checkpoint recorded in the file)")
+    x.add_argument("--data", type=Path, help="data folder laid out like shared/data (default: $PTQLIB_DATA)")
+    x.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
 
     sub.add_parser("models", help="the paper's models, their timm tags and the paper's accuracy")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("search", "max_tokens", "metric", "grad_loss", "order", "chunks")
+    keys = ("search", "max_tokens", "metric", "grad_loss", "grad_norm", "row_select", "matmul_granularity", "order", "chunks")
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if out.get("max_tokens") == 0:
         out["max_tokens"] = None  # 0 means every row
@@ -169,7 +197,7 @@ def _spec(args: argparse.Namespace):
                    calib_dir=args.calib_dir, calib_list=args.calib_list, calib_size=args.calib_size,
                    val_dir=args.val_dir, val_limit=args.val_limit, seed=args.seed, device=args.device,
                    batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch,
-                   max_memory=args.max_memory)
+                   max_memory=args.max_memory, skip_corrupt=args.skip_corrupt)
 
 
 def _write(path: Path, text: str) -> None:
@@ -193,7 +221,16 @@ def _check_writable(path: Path) -> None:
         path.unlink()
 
 
-SAVED_INFO = ("seed", "calib_images", "calib_files", "top1", "top5", "eval_images", "fp_top1")
+SAVED_INFO = ("seed", "calib_images", "calib_files", "top1", "top5", "eval_images", "fp_top1", "skipped_images")
+
+
+def _note_skipped(accuracy) -> None:
+    """Print how many images an evaluation skipped (with a few names), if any."""
+    from .evaluate import skipped_note
+
+    note = None if accuracy is None else skipped_note(accuracy)
+    if note:
+        print(note, flush=True)
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -218,6 +255,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     result = run_method(prepared, config, progress=not args.no_progress)
     cols = [c for c in RESULT_COLUMNS if c in result]
     print(_table([result], cols))
+    _note_skipped(prepared.extra.get("last_accuracy"))
     if args.save is not None:
         from .io import save_quantized
 
@@ -265,6 +303,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
     fp = prepared.fp
     print(f"float {args.model}: top-1 {fp.top1:.2f} %, top-5 {fp.top5:.2f} % on {fp.images} images")
+    _note_skipped(fp)
     results = []
     stem = args.model.replace("/", "_")
     for config in configs:
@@ -288,8 +327,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         config = get_method("ptq4vit", 8, 8, **_overrides(args))
         run_method(prepared, config, progress=progress)
         model = prepared.extra.pop("last_model")
-        print("\nper-layer sensitivity, PTQ4ViT W8A8 (only the named quantizers on):")
-        rows = sensitivity(model, prepared.loader(), fp=fp, device=args.device, progress=progress)
+        from torch.utils.data import Subset
+
+        from .data import make_loader
+        from .evaluate import evaluate
+        from .wrap import quantization_disabled
+
+        n = min(args.sensitivity_images, len(prepared.val))
+        loader = make_loader(Subset(prepared.val, range(n)), batch_size=args.batch_size, workers=args.workers,
+                             skip_corrupt=args.skip_corrupt)
+        with quantization_disabled(model):
+            fp_n = evaluate(model, loader, device=args.device, desc="float", progress=progress)
+        print(f"\nper-layer sensitivity, PTQ4ViT W8A8, first {n} images (float {fp_n.top1:.2f} %; "
+              "only the named quantizers on):")
+        rows = sensitivity(model, loader, fp=fp_n, device=args.device, progress=progress)
         _write(out_dir / f"{stem}_sensitivity_w8a8.csv", pd.DataFrame(rows).to_csv(index=False))
         print(pd.DataFrame(rows).to_string(index=False))
     return 0
@@ -309,6 +360,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     run_method(prepared, config, progress=not args.no_progress)
     rows = sensitivity(prepared.extra.pop("last_model"), prepared.loader(), fp=prepared.fp, device=args.device,
                        progress=not args.no_progress)
+    _note_skipped(prepared.fp)
     print(f"float top-1 {prepared.fp.top1:.2f} %; {config.method} W{config.w_bits}A{config.a_bits}, one group at a time:")
     print(pd.DataFrame(rows).to_string(index=False))
     if args.output is not None:
@@ -325,11 +377,88 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_saved(args: argparse.Namespace, header: dict[str, Any], root: Path | None):
+    """The model saved in ``args.quantized``, on the float weights of ``--checkpoint``, the recorded
+    checkpoint, the data folder's weights or timm's download (in that order)."""
+    from .io import load_quantized
+    from .models import find_checkpoint
+
+    checkpoint = args.checkpoint
+    recorded = header.get("checkpoint")
+    if checkpoint is None and not header.get("random_init") and not (recorded and Path(recorded).is_file()):
+        checkpoint = find_checkpoint(header["model"], root)
+    return load_quantized(args.quantized, checkpoint=checkpoint, device=args.device)
+
+
+def _export_images(args: argparse.Namespace, header: dict[str, Any], root: Path | None, model):
+    """The first ``--activations`` images to push through the model for the activation codes."""
+    import torch
+
+    from .data import DataPaths, LabeledImages, model_transform
+
+    n = args.activations
+    transform = model_transform(model)
+    if args.image_dir is not None:
+        folder, files = args.image_dir, None
+    elif root is not None:
+        folder = DataPaths.from_root(root).calib_dir
+        listed = (header.get("info") or {}).get("calib_files") or []
+        files = listed[:n] if len(listed) >= n else None
+    else:
+        raise PtqlibError("--activations needs images but none were named; pass --image-dir DIR or set PTQLIB_DATA to a folder holding "
+                          "imagenet-calib/")
+    dataset = LabeledImages(folder, transform=transform, files=files, limit=None if files else n)
+    if len(dataset) < n:
+        raise PtqlibError(f"--activations {n} asks for more than the {len(dataset)} images in {folder}; "
+                          "pass a smaller count")
+    return torch.stack([dataset[i][0] for i in range(n)])
+
+
+def _export_target(args: argparse.Namespace) -> Path:
+    out: Path = args.output
+    if out.is_dir():
+        out = out / f"{args.quantized.name.removesuffix('.safetensors')}.int.safetensors"
+    if out.resolve() == args.quantized.resolve():
+        raise PtqlibError(f"--output {out} is the quantized model file itself; choose another path")
+    return out
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .data import data_root
+    from .io import export_integers, read_header
+
+    _check_device(args.device)
+    header = read_header(args.quantized)
+    out = _export_target(args)
+    _check_writable(out)  # fail before the work, not after
+    root = data_root(args.data)
+    model = _load_saved(args, header, root)
+    images = _export_images(args, header, root, model) if args.activations else None
+    try:
+        written = export_integers(model, out, images, device=args.device)
+    except RuntimeError as error:  # a quantizer used twice per forward (no single tensor to export)
+        raise PtqlibError(f"cannot export the activations of {header['model']} ({error}); "
+                          "export the weights only (--activations 0)") from None
+    entries = written["tensors"].values()
+    parts = []
+    for kind, bits in (("weight", header["w_bits"]), ("activation", header["a_bits"])):
+        chosen = [e for e in entries if e["kind"] == kind]
+        if chosen or kind == "weight":
+            layouts = ", ".join(sorted({e["layout"] for e in chosen})) or "none"
+            parts.append(f"{len(chosen)} {kind} tensors ({bits}-bit: {layouts})")
+    size = out.stat().st_size / 2**20
+    source = f" of {args.activations} image{'s' if args.activations != 1 else ''}" if args.activations else ""
+    twin = any(e["layout"].startswith("twin") for e in entries)
+    print(f"wrote {out} ({size:.1f} MiB): {' and '.join(parts)}{source}, {header['method']} "
+          f"W{header['w_bits']}A{header['a_bits']} {header['model']}; layouts in the file's header"
+          + (" (twin: bit k-1 = range/sign bit, bits 0..k-2 = magnitude)" if twin else ""))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import DataPaths, LabeledImages, data_root, make_loader, model_transform
-    from .evaluate import evaluate
-    from .io import load_quantized, read_header
-    from .models import find_checkpoint
+    from .evaluate import evaluate, skipped_record
+    from .io import read_header
     from .pipeline import versions
 
     _check_device(args.device)
@@ -341,23 +470,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     val_dir = args.val_dir or (paths.val_dir if paths else None)
     if val_dir is None:
         raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
-    checkpoint = args.checkpoint
-    recorded = header.get("checkpoint")
-    if checkpoint is None and not header.get("random_init") and not (recorded and Path(recorded).is_file()):
-        checkpoint = find_checkpoint(header["model"], root)
-    model = load_quantized(args.quantized, checkpoint=checkpoint, device=args.device)
+    model = _load_saved(args, header, root)
     val = LabeledImages(val_dir, transform=model_transform(model), limit=args.val_limit)
     desc = f"{header['method']} W{header['w_bits']}A{header['a_bits']}"
-    acc = evaluate(model, make_loader(val, args.batch_size, args.workers), device=args.device, desc=desc,
-                   progress=not args.no_progress)
+    acc = evaluate(model, make_loader(val, args.batch_size, args.workers, skip_corrupt=args.skip_corrupt),
+                   device=args.device, desc=desc, progress=not args.no_progress)
     saved = header.get("info") or {}
     result = {"model": header["model"], "quantized": str(args.quantized), "method": header["method"],
               "w_bits": header["w_bits"], "a_bits": header["a_bits"], "eval_images": acc.images,
               "top1": round(acc.top1, 2), "top5": round(acc.top5, 2), "eval_seconds": round(acc.seconds, 2),
-              "saved_top1": saved.get("top1"), "saved_eval_images": saved.get("eval_images"),
+              "skipped_images": skipped_record(acc), "saved_top1": saved.get("top1"), "saved_eval_images": saved.get("eval_images"),
               "seed": saved.get("seed"), "calib_files": saved.get("calib_files"), "config": header["config"],
               "versions": versions(), "saved_versions": header.get("versions")}
     print(_table([result], ["method", "w_bits", "a_bits", "top1", "top5", "eval_images", "saved_top1"]))
+    _note_skipped(acc)
     if saved.get("top1") is not None and saved.get("eval_images") == acc.images:
         same = result["top1"] == saved["top1"]
         print(f"top-1 {'equals' if same else 'differs from'} the {saved['top1']:.2f} % measured when the model was saved")
@@ -368,7 +494,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity,
-            "evaluate": _cmd_evaluate, "models": _cmd_models}
+            "evaluate": _cmd_evaluate, "export": _cmd_export, "models": _cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,6 +45,11 @@ class PTQConfig:
         search: ``grid`` (exhaustive) or ``coarse_to_fine`` (``search.py``).
         max_tokens: score candidates on at most this many rows (tokens) per layer, a seeded
             sample; ``None`` uses all.
+        row_select: which rows ``max_tokens`` keeps. ``fisher``: when the metric uses gradients,
+            the rows with the largest gradient energy ``Σ_c (∂L/∂O_rc)²`` (per-image
+            normalised), which carry most of the Hessian-guided distance (for a ViT the class
+            token rows, which a uniform sample mostly misses); otherwise a seeded random sample.
+            ``random``: always the seeded random sample.
         order: ``parallel`` (every layer sees float inputs; one capture pass) or ``sequential``
             (block by block, each block sees the already-quantized blocks' outputs).
         chunks: split the layers into this many groups captured in separate passes (less
@@ -69,6 +74,7 @@ class PTQConfig:
     rounds: int = 3
     search: SearchStrategy = "coarse_to_fine"
     max_tokens: int | None = 1024
+    row_select: Literal["fisher", "random"] = "fisher"
     order: Literal["parallel", "sequential"] = "parallel"
     chunks: int = 1
     seed: int = 0
@@ -82,6 +88,8 @@ class PTQConfig:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
         if self.rounds < 0 or self.n < 1 or self.chunks < 1:
             raise ValueError("rounds must be >= 0, n >= 1 and chunks >= 1")
+        if self.row_select not in ("fisher", "random"):
+            raise ValueError(f"row_select must be 'fisher' or 'random', got {self.row_select!r}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be positive or None")
 

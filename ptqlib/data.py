@@ -8,7 +8,10 @@ Two folder layouts are read by :class:`LabeledImages`:
   ImageNet-1k wnids in sorted order (so a folder holding a subset of classes is numbered right).
 
 Every image is decoded completely when read: a corrupt or truncated file raises
-:class:`~ptqlib.errors.PtqlibError` naming it, instead of silently changing the accuracy.
+:class:`CorruptImageError` (a :class:`~ptqlib.errors.PtqlibError`) naming it, instead of silently
+changing the accuracy. Only on request (``make_loader(..., skip_corrupt=True)``, the command
+line's ``--skip-corrupt``) are such images left out, and the loader then records their names
+(``loader.skipped``) so the accuracy can say over how many images it was measured.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from ptqlib.errors import PtqlibError
 
 __all__ = [
     "data_root",
+    "CorruptImageError",
     "DataPaths",
     "LabeledImages",
     "load_rgb",
@@ -42,6 +46,20 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 NUM_CLASSES = 1000
 LAYOUT_HINT = ("expected labels.txt ('filename class_index' per line) with the images in images/ "
                "or beside it, or ImageNet wnid folders (n01440764/*.JPEG)")
+
+
+class CorruptImageError(PtqlibError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image).
+
+    Attributes:
+        path: the file.
+        reason: what the decoder said.
+    """
+
+    def __init__(self, message: str, path: Path | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.reason = reason
 
 
 def data_root(explicit: str | Path | None = None) -> Path | None:
@@ -101,8 +119,9 @@ def load_rgb(path: Path) -> Image.Image:
             image.load()  # force the lazy decode now, so truncation shows here
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise PtqlibError(f"cannot read image {path} ({error}); replace or remove the file "
-                          "(a skipped image would change the accuracy)") from error
+        raise CorruptImageError(f"cannot read image {path} ({error}); replace or remove the file, or pass "
+                                "--skip-corrupt to leave it out of the evaluation (skipped files are counted and "
+                                "recorded)", Path(path), str(error)) from error
 
 
 def _read_labels_file(labels: Path) -> list[tuple[Path, int]]:
@@ -251,18 +270,62 @@ def calibration_batch(
                               f"{dataset.root}; pass a smaller size")
         generator = torch.Generator().manual_seed(seed)
         indices = torch.randperm(len(dataset), generator=generator)[:size].tolist()
-    items = [dataset[i] for i in indices]
+    try:
+        items = [dataset[i] for i in indices]
+    except CorruptImageError as error:
+        raise CorruptImageError(f"cannot read calibration image {error.path} ({error.reason}); replace or remove "
+                                "the file, or choose other calibration images (they are never skipped)",
+                                error.path, error.reason) from error
     images = torch.stack([image for image, _ in items])
     labels = torch.tensor([label for _, label in items])
     return images, labels, [dataset.samples[i][0].name for i in indices]
 
 
+class _Skipping(Dataset):
+    """``dataset`` whose items are ``(image, label, None)``, or ``(None, label, file name)`` for an
+    image that cannot be decoded."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor | None, int, str | None]:
+        try:
+            image, label = self.dataset[index]
+        except CorruptImageError as error:
+            samples = getattr(self.dataset, "samples", None)
+            path = samples[index][0] if samples is not None else error.path
+            return None, -1, str(path.name if path is not None else index)
+        return image, label, None
+
+
+def _collate_skipping(items: list[tuple[Tensor | None, int, str | None]]) -> tuple[Tensor | None, Tensor | None, list[str]]:
+    """Stack the readable images; the names of the unreadable ones come third."""
+    good = [(image, label) for image, label, _ in items if image is not None]
+    skipped = [name for image, _, name in items if image is None and name is not None]
+    if not good:
+        return None, None, skipped
+    return torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good]), skipped
+
+
 class _OneLineErrors(DataLoader):
     """A DataLoader whose worker errors stay one line: a :class:`PtqlibError` raised in a worker
-    process arrives wrapped with its whole traceback; keep only its message."""
+    process arrives wrapped with its whole traceback; keep only its message.
+
+    With ``skip_corrupt`` it yields only readable images and lists the skipped file names in
+    ``skipped`` (reset at every new pass over the data).
+    """
+
+    def __init__(self, *args: Any, skip_corrupt: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[str] = []
 
     def __iter__(self):  # type: ignore[override]
         iterator = super().__iter__()
+        self.skipped = []
         while True:
             try:
                 batch = next(iterator)
@@ -270,20 +333,31 @@ class _OneLineErrors(DataLoader):
                 return
             except PtqlibError as error:
                 lines = str(error).splitlines()
-                prefix = f"{PtqlibError.__module__}.{PtqlibError.__name__}: "
+                prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
                 own = [line[len(prefix):] for line in lines if line.startswith(prefix)]
                 if len(lines) == 1 or not own:
                     raise
                 raise PtqlibError(own[-1]) from error
+            if self.skip_corrupt:
+                images, labels, skipped = batch
+                self.skipped.extend(skipped)
+                if images is None:
+                    continue
+                batch = [images, labels]
             yield batch
 
 
-def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0, *, skip_corrupt: bool = False) -> DataLoader:
     """A DataLoader in the dataset's order (no shuffle).
 
     Args:
         dataset: e.g. a :class:`LabeledImages`.
         batch_size: images per batch.
         workers: loader processes; 0 reads in this process. Either way a bad image's error is one line.
+        skip_corrupt: leave out images that cannot be decoded instead of failing; after a pass,
+            the loader's ``skipped`` lists their file names (in dataset order).
     """
+    if skip_corrupt:
+        return _OneLineErrors(_Skipping(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
+                              collate_fn=_collate_skipping, skip_corrupt=True)
     return _OneLineErrors(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -11,17 +11,22 @@ from tqdm.auto import tqdm
 
 from ptqlib.errors import PtqlibError
 
-__all__ = ["Accuracy", "evaluate"]
+__all__ = ["Accuracy", "evaluate", "skipped_record", "skipped_note"]
 
 
 @dataclass(frozen=True)
 class Accuracy:
-    """The result of :func:`evaluate`: accuracies in percent, the image count and the wall time."""
+    """The result of :func:`evaluate`: accuracies in percent, the image count and the wall time.
+
+    ``images`` counts the images actually evaluated; ``skipped`` names those a
+    ``make_loader(..., skip_corrupt=True)`` loader left out because they could not be decoded.
+    """
 
     top1: float
     top5: float
     images: int
     seconds: float
+    skipped: tuple[str, ...] = field(default=())
 
 
 def _logits(output: Tensor | tuple[Tensor, ...] | list[Tensor]) -> Tensor:
@@ -65,7 +70,26 @@ def evaluate(
             seen += len(labels)
             bar.update(len(labels))
             bar.set_postfix(top1=f"{100 * top1 / seen:.2f}")
+    skipped = tuple(getattr(loader, "skipped", ()) or ())
     if seen == 0:
+        if skipped:
+            raise PtqlibError(f"all {len(skipped)} images could not be decoded and were skipped "
+                              f"({', '.join(skipped[:3])}); check the image folder")
         raise PtqlibError("the data loader gave no images to evaluate; check the image folder and --limit")
     return Accuracy(top1=100 * top1 / seen, top5=100 * top5 / seen, images=seen,
-                    seconds=time.perf_counter() - start)
+                    seconds=time.perf_counter() - start, skipped=skipped)
+
+
+def skipped_record(accuracy: Accuracy) -> dict[str, object]:
+    """``{"count": n, "files": [...]}``: the images an evaluation skipped, for a JSON result."""
+    return {"count": len(accuracy.skipped), "files": list(accuracy.skipped)}
+
+
+def skipped_note(accuracy: Accuracy, shown: int = 3) -> str | None:
+    """One line saying how many images were skipped and naming the first few; None if none were."""
+    if not accuracy.skipped:
+        return None
+    n = len(accuracy.skipped)
+    names = ", ".join(accuracy.skipped[:shown]) + (f" and {n - shown} more" if n > shown else "")
+    return (f"skipped {n} image{'s' if n != 1 else ''} that could not be decoded ({names}); "
+            f"accuracy is over the {accuracy.images} images evaluated")

@@ -157,8 +157,9 @@ def estimate_memory(
             h.remove()
     total = images.shape[0]
     micro = min(micro_batch or total, total)
-    n_parts = math.ceil(total / micro)
-    per_part = None if config.max_tokens is None else max(1, math.ceil(config.max_tokens / n_parts))
+    # as capture.py keeps rows: each micro-batch its share of max_tokens, each image the same
+    # number of matmul query rows
+    sizes = [min(micro, total - start) for start in range(0, total, micro)]
     grads = config.needs_grads
     est = MemoryEstimate()
     io_per_image = 0
@@ -172,11 +173,13 @@ def estimate_memory(
         if isinstance(module, QuantLinear):
             d_in, d_out = in_shapes[0][-1], out_shape[-1]
             rows_per_image = math.prod(in_shapes[0]) // d_in
-            rows = rows_per_image * total if per_part is None else min(rows_per_image * micro, per_part) * n_parts
+            t = config.max_tokens
+            rows = sum(rows_per_image * b if t is None else min(rows_per_image * b, max(1, math.ceil(t * b / total)))
+                       for b in sizes)
             nbytes = rows * (d_in + (d_out if grads else 0))
         elif isinstance(module, QuantMatMul):
             (_, h, n, k), b_shape = in_shapes[0], in_shapes[1]
-            keep = n if per_part is None else min(n, max(1, math.ceil(per_part / micro)))
+            keep = n if config.max_tokens is None else min(n, max(1, math.ceil(config.max_tokens / total)))
             nbytes = total * (h * keep * k + math.prod(b_shape) + (h * keep * out_shape[-1] if grads else 0))
         elif isinstance(module, QuantConv2d):
             nbytes = total * (math.prod(in_shapes[0]) + (math.prod(out_shape) if grads else 0))

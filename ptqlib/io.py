@@ -314,6 +314,9 @@ def load_quantized(
             model = load_model(name, recorded, device=device)
         else:
             model = load_model(name, device=device)
+        if _architecture(model) != header["architecture"]:
+            raise PtqlibError(f"{path} was made for {header['architecture']}, but its model name {name} builds "
+                              f"{_architecture(model)}; the header is inconsistent: {_REMAKE}")
     elif _architecture(model) != header["architecture"]:
         raise PtqlibError(f"{path} was made for {header['architecture']}, not {_architecture(model)}; "
                           f"load it onto a fresh {header['architecture']} model")

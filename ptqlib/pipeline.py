@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from .calibrate import calibrate
 from .config import PTQConfig
 from .data import DataPaths, LabeledImages, calibration_batch, data_root, make_loader, model_transform, read_list
 from .errors import PtqlibError
-from .evaluate import Accuracy, evaluate
+from .evaluate import Accuracy, evaluate, skipped_record
 from .models import find_checkpoint, load_model
+from .results import engine_fingerprint
 from .wrap import quantize_model
 
 __all__ = ["RunSpec", "Prepared", "prepare", "run_method", "versions"]
@@ -30,7 +30,11 @@ __all__ = ["RunSpec", "Prepared", "prepare", "run_method", "versions"]
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Where the model and images come from; ``None`` paths default to ``PTQLIB_DATA``'s."""
+    """Where the model and images come from; ``None`` paths default to ``PTQLIB_DATA``'s.
+
+    ``skip_corrupt`` leaves undecodable *validation* images out of every evaluation (results record
+    them under ``skipped_images``); an undecodable calibration image always stops the run.
+    """
 
     model: str = "vit_tiny_patch16_224"
     checkpoint: Path | None = None
@@ -47,6 +51,7 @@ class RunSpec:
     workers: int = 0
     micro_batch: int | None = None
     max_memory: float | None = None
+    skip_corrupt: bool = False
 
 
 @dataclass
@@ -65,7 +70,8 @@ class Prepared:
 
     def loader(self) -> torch.utils.data.DataLoader:
         assert self.val is not None
-        return make_loader(self.val, batch_size=self.spec.batch_size, workers=self.spec.workers)
+        return make_loader(self.val, batch_size=self.spec.batch_size, workers=self.spec.workers,
+                           skip_corrupt=self.spec.skip_corrupt)
 
 
 def versions() -> dict[str, str]:
@@ -138,8 +144,10 @@ def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) 
             "top5": round(t.top5, 2),
             "eval_seconds": round(t.seconds, 2),
             "fp_eval_seconds": None if fp is None else round(fp.seconds, 2),
+            "skipped_images": skipped_record(t),
         })
-    result.update({"seed": spec.seed, "device": spec.device, "config": config.to_dict(),
+        prepared.extra["last_accuracy"] = t
+    result.update({"engine": engine_fingerprint(), "seed": spec.seed, "device": spec.device, "config": config.to_dict(),
                    "calib_files": prepared.calib_files, "versions": versions()})
     prepared.extra["last_model"] = model
     return result

@@ -2,10 +2,12 @@
 without pyplot (no global state; widgets redraw them in place); :func:`save_figure` writes one as
 a small PNG under ``figures/``.
 
-The data comes from :mod:`ptqlib.activations`; nothing here computes more than a histogram.
+The data comes from :mod:`ptqlib.activations`, :mod:`ptqlib.fitting` and :mod:`ptqlib.sweeps`;
+nothing here computes more than a histogram.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -14,9 +16,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 
-from .activations import KINDS, Activations, FittedQuantizer, ScaleSweep, fit_quantizer, fit_uniform
+from .activations import KINDS, Activations
+from .fitting import FittedQuantizer, fit_quantizer, fit_twin_gelu, fit_twin_softmax, fit_uniform
+from .sweeps import ScaleSweep
 
 __all__ = [
     "COLORS",
@@ -76,26 +81,33 @@ def figures_dir(directory: str | Path | None = None) -> Path:
 
 
 def save_figure(fig: Figure, name: str, directory: str | Path | None = None, *, dpi: int = DPI) -> Path:
-    """Save ``fig`` as ``<directory>/<name>.png`` (dpi 100, tight) and return the path."""
+    """Save ``fig`` as ``<directory>/<name>.png`` (dpi 100, tight, 256-colour palette) and return the path."""
     path = figures_dir(directory) / (name if name.endswith(".png") else f"{name}.png")
     _light_log_ticks(*fig.axes)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    # a 256-colour palette keeps line plots sharp at a third of the size
+    with Image.open(buf) as img:
+        img.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) \
+            .save(path, format="PNG", optimize=True)
     return path
 
 
-def publish(fig: Figure, name: str, directory: str | Path | None = None) -> str:
-    """Save ``fig`` under ``figures/`` (see :func:`save_figure`), show it inline when running in
-    IPython, and return ``figures/<name>.png`` (the path relative to the figures folder's parent)."""
+def publish(fig: Figure, name: str, directory: str | Path | None = None) -> None:
+    """Save ``fig`` (see :func:`save_figure`); in IPython show that PNG inline (the notebook shows
+    exactly the saved file); print ``figure: <folder>/<name>.png`` (the folder's own name only, no
+    local path: ``figures/`` in real mode)."""
     path = save_figure(fig, name, directory)
     try:
         from IPython import get_ipython
+        from IPython.display import Image as PNG
         from IPython.display import display
 
         if get_ipython() is not None:
-            display(fig)
+            display(PNG(data=path.read_bytes(), format="png"))
     except ImportError:  # pragma: no cover
         pass
-    return f"{path.parent.name}/{path.name}"
+    print(f"figure: {path.parent.name}/{path.name}")
 
 
 def setup_notebook(dpi: int = 72) -> None:
@@ -383,8 +395,6 @@ def plot_error_by_bits(table, *, value: str = "mse") -> Figure:
 def plot_twin_levels(bits: int, m_softmax: int, gelu: FittedQuantizer, uniform_softmax: FittedQuantizer) -> Figure:
     """The representable values as tick marks: uniform vs twin on [0, 1] (softmax), and twin
     GELU's positive and negative ranges with their different steps."""
-    from .activations import fit_twin_softmax
-
     tw = fit_twin_softmax(torch.zeros(1), bits, m=m_softmax)
     fig = _figure(12, 4.2)
     ax1, ax2 = fig.subplots(2, 1)
@@ -459,8 +469,6 @@ def plot_split_search(searches: Mapping[str, Any]) -> Figure:
 def twin_figure(values: Tensor, kind: str, bits: int, m: int, fig: Figure | None = None) -> tuple[Figure, dict[str, Any]]:
     """The twin explorer's view: the values with the twin grid for split ``m`` (and the best
     uniform grid), and both quantizers' error per value."""
-    from .activations import fit_twin_gelu, fit_twin_softmax
-
     twin = KINDS[kind].twin
     tw = fit_twin_softmax(values, bits, m=m) if twin == "softmax" else fit_twin_gelu(values, bits, m=m)
     uni = fit_uniform(values, bits, signed=False if twin == "softmax" else None)
@@ -546,10 +554,8 @@ def plot_agreement(agreement, *, value: str = "log2_distance") -> Figure:
     """Heat map, targets × metrics, of how far each metric's pick is from the task-loss optimum."""
     import pandas as pd
 
-    tab = agreement.assign(row=agreement["target"] + " @" + agreement["bits"].astype(str) + "b") \
-        .pivot(index="row", columns="metric", values=value)
-    tab = tab[list(dict.fromkeys(agreement["metric"]))]
-    tab = tab.loc[list(dict.fromkeys(agreement["target"] + " @" + agreement["bits"].astype(str) + "b"))]
+    tab = agreement.pivot(index="layer", columns="metric", values=value)
+    tab = tab.loc[list(dict.fromkeys(agreement["layer"])), list(dict.fromkeys(agreement["metric"]))]
     fig = _figure(1.4 * tab.shape[1] + 3.5, 0.36 * tab.shape[0] + 1.6)
     ax = fig.subplots()
     im = ax.imshow(tab.values, cmap="Reds", aspect="auto", vmin=0)

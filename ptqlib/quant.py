@@ -87,12 +87,25 @@ def _round(x: Tensor) -> Tensor:
     return round_ste(x) if x.requires_grad else torch.round(x)
 
 
+def _clamp_round(t: Tensor, lo: float, hi: float) -> Tensor:
+    """``round(clamp(t, lo, hi))``. ``t`` must be a fresh temporary: without a gradient it is
+    overwritten in place (no new buffers: large temporaries are the cost of fake quantization)."""
+    if t.requires_grad:
+        return round_ste(torch.clamp(t, lo, hi))
+    return t.clamp_(lo, hi).round_()
+
+
+def _times(levels: Tensor, step: Tensor) -> Tensor:
+    """``levels · step``, in place when no gradient is needed (``levels`` is a fresh temporary)."""
+    return levels * step if levels.requires_grad or step.requires_grad else levels.mul_(step)
+
+
 # ----------------------------------------------------------------------------- uniform
 
 
 def _uniform_levels(x: Tensor, scale: Tensor, bits: int, signed: bool) -> Tensor:
     lo, hi = qrange(bits, signed)
-    return _round(torch.clamp(x / scale, lo, hi))
+    return _clamp_round(x / scale, lo, hi)
 
 
 def uniform_codes(x: Tensor, scale: Tensor, bits: int, signed: bool = True) -> Tensor:
@@ -116,7 +129,7 @@ def uniform_fake(x: Tensor, scale: Tensor, bits: int, signed: bool = True) -> Te
     >>> uniform_fake(torch.tensor([0.26, -1.0, 9.0]), torch.tensor(0.25), 4)
     tensor([ 0.2500, -1.0000,  1.7500])
     """
-    return _uniform_levels(x, scale, bits, signed) * scale
+    return _times(_uniform_levels(x, scale, bits, signed), scale)
 
 
 # ----------------------------------------------------------------------------- twin softmax
@@ -172,9 +185,13 @@ def twin_softmax_fake(x: Tensor, bits: int, m: Tensor | int) -> Tensor:
     >>> twin_softmax_fake(torch.tensor([0.10, 0.30, 1.0]), 4, 2)
     tensor([0.0938, 0.2500, 0.8750])
     """
-    in_fine, fine, coarse, d1 = _twin_softmax_parts(x, bits, m)
-    d2 = 2.0 ** -(bits - 1)
-    return torch.where(in_fine, fine * d1, coarse * d2)
+    # one step per element (Δ1 inside R1, else Δ2), then a uniform quantizer: fewer temporaries
+    # than quantizing twice and selecting, and the same values bit for bit
+    n = 2 ** (bits - 1)
+    d1, d2 = twin_softmax_steps(bits, m)
+    d1, d2 = d1.to(x.device, x.dtype), d2.to(x.device, x.dtype)
+    step = torch.where(x < n * d1, d1, d2)
+    return _times(_clamp_round(x / step, 0, n - 1), step)
 
 
 # ----------------------------------------------------------------------------- twin GELU
@@ -216,8 +233,11 @@ def twin_gelu_fake(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> 
     >>> twin_gelu_fake(torch.tensor([1.3, -0.1, 9.0]), 4, torch.tensor(0.5), 3)
     tensor([ 1.5000, -0.1250,  3.5000])
     """
-    positive, magnitude, step = _twin_gelu_parts(x, bits, scale_pos, m)
-    return torch.where(positive, magnitude, -magnitude) * step
+    # signed levels in one pass: round(clamp(x/step, -(n-1), n-1)) equals ±magnitude exactly
+    n = 2 ** (bits - 1)
+    m_t = torch.as_tensor(m, dtype=x.dtype, device=x.device)
+    step = torch.where(x >= 0, scale_pos, scale_pos * torch.exp2(-m_t))
+    return _times(_clamp_round(x / step, -(n - 1), n - 1), step)
 
 
 # ----------------------------------------------------------------------------- modules

@@ -15,7 +15,8 @@ import ipywidgets as widgets
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .activations import KINDS, Activations, FittedQuantizer, fit_quantizer
+from .activations import KINDS, Activations
+from .fitting import FittedQuantizer, fit_quantizer
 from .plots import explorer_figure, twin_figure
 
 __all__ = ["ActivationExplorer", "TwinExplorer", "figure_png"]

@@ -76,3 +76,67 @@ def test_models_lists_the_paper_registry(capsys) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "swin_small_patch4_window7_224.ms_in1k" in out and "ViT-B/384" in out
+
+
+# ----------------------------------------------------------------------------- corrupt images
+
+
+@pytest.fixture
+def real_with_broken(shared_data, tmp_path: Path) -> tuple[Path, Path]:
+    """Three real validation images copied into ``tmp_path`` plus a truncated JPEG (labels.txt
+    names all four); returns (that folder, the same folder without the broken image)."""
+    import shutil
+
+    lines = (shared_data.val_dir / "labels.txt").read_text().splitlines()[:3]
+    folders = []
+    for name, extra in (("with_broken", ["broken.JPEG 5"]), ("good_only", [])):
+        root = tmp_path / name
+        (root / "images").mkdir(parents=True)
+        for line in lines:
+            shutil.copy(shared_data.val_dir / "images" / line.split()[0], root / "images")
+        (root / "labels.txt").write_text("\n".join(lines + extra) + "\n")
+        folders.append(root)
+    data = (shared_data.val_dir / "images" / lines[0].split()[0]).read_bytes()
+    (folders[0] / "images" / "broken.JPEG").write_bytes(data[: len(data) // 3])
+    (tmp_path / "calib.txt").write_text("\n".join(line.split()[0] for line in lines[:2]) + "\n")
+    return folders[0], folders[1]
+
+
+def _tiny(folder: Path, calib_list: Path, *extra: str) -> list[str]:
+    return ["quantize", "--model", "test_vit", "--random-init", "--method", "minmax", "--calib-dir", str(folder),
+            "--calib-list", str(calib_list), "--calib-size", "2", "--val-dir", str(folder), "--no-progress", *extra]
+
+
+def test_corrupt_image_fails_by_default_or_is_skipped_and_recorded(real_with_broken, tmp_path: Path, capsys,
+                                                                   monkeypatch) -> None:
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    broken, good = real_with_broken
+    calib = tmp_path / "calib.txt"
+    # the default: stop, naming the file
+    assert main(_tiny(broken, calib)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read image") and "broken.JPEG" in err and err.count("\n") == 1
+    # opt in: skipped, counted, named, recorded; accuracy over the 3 readable images only
+    out = tmp_path / "skip.json"
+    saved = tmp_path / "q.safetensors"
+    assert main(_tiny(broken, calib, "--skip-corrupt", "--output", str(out), "--save", str(saved))) == 0
+    stdout = capsys.readouterr().out
+    assert "skipped 1 image that could not be decoded (broken.JPEG); accuracy is over the 3 images" in stdout
+    result = json.loads(out.read_text())
+    assert result["skipped_images"] == {"count": 1, "files": ["broken.JPEG"]} and result["eval_images"] == 3
+    assert main(_tiny(good, calib, "--output", str(tmp_path / "good.json"))) == 0
+    reference = json.loads((tmp_path / "good.json").read_text())
+    assert reference["skipped_images"] == {"count": 0, "files": []} and reference["eval_images"] == 3
+    for key in ("top1", "top5", "fp_top1", "fp_top5"):
+        assert result[key] == reference[key], key
+    capsys.readouterr()
+    # evaluate --quantized: the same choice
+    evaluate = ["evaluate", "--quantized", str(saved), "--val-dir", str(broken), "--no-progress"]
+    assert main(evaluate) == 2
+    assert "broken.JPEG" in capsys.readouterr().err
+    assert main([*evaluate, "--skip-corrupt", "--output", str(tmp_path / "eval.json")]) == 0
+    stdout = capsys.readouterr().out
+    assert "skipped 1 image" in stdout and "top-1 equals" in stdout
+    again = json.loads((tmp_path / "eval.json").read_text())
+    assert again["skipped_images"] == {"count": 1, "files": ["broken.JPEG"]} and again["eval_images"] == 3
+    assert again["top1"] == result["top1"]

@@ -154,3 +154,31 @@ def test_shared_data_counts(shared_data: DataPaths) -> None:
     assert len(names) == 32 and len(set(names)) == 32
     calib = LabeledImages(shared_data.calib_dir, files=names)
     assert len(calib) == 32
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_make_loader_skip_corrupt_names_the_skipped_files(labeled_folder: Path, workers: int) -> None:
+    """Opt-in skipping: only readable images reach the batches, the unreadable ones are listed
+    (also across worker processes); without the option the same folder fails naming the file."""
+    (labeled_folder / "images" / "b_gray.JPEG").write_bytes(b"\xff\xd8 not a jpeg")
+    good = labeled_folder / "images" / "a_rgb.JPEG"
+    data = write_image(good, size=(64, 64)).read_bytes()
+    good.write_bytes(data[: len(data) // 2])  # truncated
+    dataset = LabeledImages(labeled_folder, fixed_size)
+    with pytest.raises(PtqlibError, match="a_rgb.JPEG.*--skip-corrupt"):
+        list(make_loader(dataset, batch_size=3, workers=workers))
+    loader = make_loader(dataset, batch_size=3, workers=workers, skip_corrupt=True)
+    batches = list(loader)
+    assert [labels.tolist() for _, labels in batches] == [[999], [0]]  # c_cmyk, d_rgba
+    assert all(images.shape[1:] == (3, 8, 8) for images, _ in batches)
+    assert loader.skipped == ["a_rgb.JPEG", "b_gray.JPEG"]
+    assert len(list(loader)) == 2 and loader.skipped == ["a_rgb.JPEG", "b_gray.JPEG"]  # reset per pass
+
+
+def test_make_loader_skip_corrupt_whole_batch_unreadable(labeled_folder: Path) -> None:
+    for name in ("a_rgb.JPEG", "b_gray.JPEG"):
+        (labeled_folder / "images" / name).write_bytes(b"garbage")
+    loader = make_loader(LabeledImages(labeled_folder, fixed_size), batch_size=2, skip_corrupt=True)
+    batches = list(loader)
+    assert len(batches) == 1 and batches[0][1].tolist() == [999, 0]
+    assert loader.skipped == ["a_rgb.JPEG", "b_gray.JPEG"]

@@ -43,13 +43,21 @@ def _same(a: Scales, b: Scales) -> bool:
 def test_same_seed_same_scales_and_logits_other_seed_other_sample() -> None:
     runs = []
     for seed in (0, 0, 1):
-        model = quantize_model(_small_vit(), CONFIG.replace(seed=seed))
+        model = quantize_model(_small_vit(), CONFIG.replace(seed=seed, row_select="random"))
         report = calibrate(model, _images(), progress=False)
         with torch.no_grad():
             runs.append((report.scales, model(_images(2))))
     (s0, y0), (s1, y1), (s2, _) = runs
     assert _same(s0, s1) and torch.equal(y0, y1)
-    assert not _same(s0, s2)  # the seed picks the token sample, so it matters
+    assert not _same(s0, s2)  # the seed picks the random token sample, so it matters
+
+
+def test_fisher_rows_do_not_depend_on_the_seed() -> None:
+    scales = []
+    for seed in (0, 1):
+        model = quantize_model(_small_vit(), CONFIG.replace(seed=seed, row_select="fisher"))
+        scales.append(calibrate(model, _images(), progress=False).scales)
+    assert _same(*scales)
 
 
 def test_memory_guard_chunks_do_not_change_scales(capsys: pytest.CaptureFixture[str]) -> None:

@@ -164,7 +164,11 @@ def test_corrupt_or_truncated_jpeg_names_the_file(damage: str, tmp_path: Path,
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\xff\xd8 not a jpeg")
     code, err = run(quantize_args(folder, "--calib-size", "3"), capsys)
-    assert code == 2 and "cannot read image" in err and "img1.JPEG" in err
+    assert code == 2 and "cannot read calibration image" in err and "img1.JPEG" in err
+    code, err = run(quantize_args(folder, "--calib-size", "3", "--skip-corrupt"), capsys)  # only evaluation skips
+    assert code == 2 and "cannot read calibration image" in err and "never skipped" in err
+    code, err = run(quantize_args(folder, "--calib-size", "1", "--seed", "0", "--val-dir", str(folder)), capsys)
+    assert code == 2 and "cannot read image" in err and "img1.JPEG" in err and "--skip-corrupt" in err
 
 
 def test_corrupt_validation_image_with_worker_processes(tmp_path: Path, images: Path,
@@ -304,6 +308,88 @@ def test_evaluate_bad_quantized_files(tmp_path: Path, images: Path, state: dict[
     args.remove("--random-init")
     code, err = run([*args, "--checkpoint", str(saved)], capsys)
     assert code == 2 and "is a ptqlib quantized model" in err and "evaluate --quantized" in err
+
+
+def _rewrite_header(src: Path, dst: Path, **changes: object) -> Path:
+    """Copy a quantized model file with some header entries changed."""
+    import json
+
+    import safetensors
+
+    with safetensors.safe_open(str(src), framework="pt") as f:
+        header = json.loads(f.metadata()["ptqlib"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    safetensors.torch.save_file(tensors, str(dst), metadata={"ptqlib": json.dumps({**header, **changes})})
+    return dst
+
+
+@pytest.fixture(scope="module")
+def saved_model(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """test_vit (random weights) calibrated with minmax on two images and saved."""
+    import contextlib
+    import io
+
+    path = tmp_path_factory.mktemp("saved") / "q.safetensors"
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(io.StringIO()):
+        mp.delenv("PTQLIB_DATA", raising=False)  # module scope: set up before the autouse fixture runs
+        assert main(quantize_args(images, "--save", str(path))) == 0
+    return path
+
+
+def test_quantized_file_of_newer_format_or_other_architecture(saved_model: Path, images: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command line: a format this ptqlib cannot read, and a file whose model is
+    another architecture (its header names test_vit2, its scales are test_vit's)."""
+    newer = _rewrite_header(saved_model, tmp_path / "v99.safetensors", format_version=99,
+                            versions={"ptqlib": "9.0"})
+    for command in (["evaluate", "--val-dir", str(images), "--no-progress"],
+                    ["export", "--output", str(tmp_path / "ints.safetensors")]):
+        code, err = run([*command, "--quantized", str(newer)], capsys)
+        assert code == 2 and "written by ptqlib 9.0 in format 99" in err and "upgrade ptqlib" in err
+    other = _rewrite_header(saved_model, tmp_path / "other.safetensors", model="test_vit2")
+    code, err = run(["evaluate", "--val-dir", str(images), "--no-progress", "--quantized", str(other)], capsys)
+    assert code == 2 and "made for test_vit, but its model name test_vit2 builds test_vit2" in err
+    assert "quantize --save" in err
+    assert not (tmp_path / "ints.safetensors").exists()
+
+
+def test_export_bad_inputs(saved_model: Path, images: Path, tmp_path: Path, state: dict[str, torch.Tensor],
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ints.safetensors"
+    export = ["export", "--output", str(out), "--quantized"]
+    code, err = run([*export, str(tmp_path / "nothing.safetensors")], capsys)
+    assert code == 2 and "does not exist; check the path" in err
+    (tmp_path / "cut.safetensors").write_bytes(saved_model.read_bytes()[:-100])
+    code, err = run([*export, str(tmp_path / "cut.safetensors")], capsys)
+    assert code == 2 and "truncated or corrupt" in err
+    safetensors.torch.save_file(state, tmp_path / "float.safetensors")
+    code, err = run([*export, str(tmp_path / "float.safetensors")], capsys)
+    assert code == 2 and "not a ptqlib file" in err
+    # an integer export is not a model to export from
+    assert main(["export", "--quantized", str(saved_model), "--output", str(out)]) == 0
+    capsys.readouterr()
+    code, err = run(["export", "--output", str(tmp_path / "again.safetensors"), "--quantized", str(out)], capsys)
+    assert code == 2 and "holds exported integer codes" in err
+    # float weights of another architecture
+    safetensors.torch.save_file(timm.create_model("test_vit2", pretrained=False).state_dict(), tmp_path / "v2.safetensors")
+    code, err = run([*export, str(saved_model), "--checkpoint", str(tmp_path / "v2.safetensors")], capsys)
+    assert code == 2 and "does not fit the model" in err
+    # where to write
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    code, err = run(["export", "--quantized", str(saved_model), "--output", str(blocker / "x.safetensors")], capsys)
+    assert code == 2 and f"cannot write {blocker / 'x.safetensors'}" in err and "writable" in err
+    code, err = run(["export", "--quantized", str(saved_model), "--output", str(saved_model)], capsys)
+    assert code == 2 and "is the quantized model file itself" in err
+    # activation images
+    code, err = run([*export, str(saved_model), "--activations", "2"], capsys)
+    assert code == 2 and "--activations needs images" in err and "--image-dir" in err
+    code, err = run([*export, str(saved_model), "--activations", "9", "--image-dir", str(images)], capsys)
+    assert code == 2 and "--activations 9 asks for more than the 4 images" in err
+    code, err = run([*export, str(saved_model), "--activations", "-1"], capsys)
+    assert code == 2 and "whole number >= 0" in err
+    code, err = run([*export, str(saved_model), "--activations", "1", "--image-dir", str(tmp_path / "none")], capsys)
+    assert code == 2 and "does not exist" in err
 
 
 # ----------------------------------------------------------------------------- memory guard

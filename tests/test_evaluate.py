@@ -56,3 +56,26 @@ def test_real_vit_tiny_on_100_val_images(shared_data: DataPaths) -> None:
     # 82.6 % top-1 on all 1300 images; 100 images have a binomial std of about 3.8 points.
     assert result.images == 100
     assert 70.0 < result.top1 <= 100.0 and result.top5 >= 85.0
+
+
+class _Skipping(list):
+    """A loader that reports skipped files, like ``make_loader(..., skip_corrupt=True)``."""
+
+    skipped = ["bad1.JPEG", "bad2.JPEG", "bad3.JPEG", "bad4.JPEG"]
+
+
+def test_skipped_images_are_reported_and_not_counted() -> None:
+    from ptqlib.evaluate import skipped_note, skipped_record
+
+    result = evaluate(Fixed(), _Skipping(batches()), progress=False)
+    assert (result.top1, result.images) == (50.0, 4)
+    assert result.skipped == ("bad1.JPEG", "bad2.JPEG", "bad3.JPEG", "bad4.JPEG")
+    assert skipped_record(result) == {"count": 4, "files": list(result.skipped)}
+    note = skipped_note(result)
+    assert note is not None and note.startswith("skipped 4 images that could not be decoded")
+    assert "bad1.JPEG, bad2.JPEG, bad3.JPEG and 1 more" in note and "over the 4 images evaluated" in note
+    plain = evaluate(Fixed(), batches(), progress=False)
+    assert plain.skipped == () and skipped_note(plain) is None
+    assert skipped_record(plain) == {"count": 0, "files": []}
+    with pytest.raises(PtqlibError, match="all 4 images could not be decoded"):
+        evaluate(Fixed(), _Skipping([]), progress=False)

@@ -181,3 +181,70 @@ def test_quantizer_modules_codes_fit_and_error_is_half_a_step(kind, bits, m, sca
     err = (fake.double() - x.double()).abs()
     tol = 1e-6 * (x.double().abs() + step)
     assert torch.all(err[inside] <= step[inside] / 2 + tol[inside])
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _image_folder(root: Path, n: int = 3) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / "images" / f"img{i}.JPEG")
+    (root / "labels.txt").write_text("".join(f"img{i}.JPEG {i}\n" for i in range(n)))
+    return root
+
+
+def test_cli_export_writes_codes_that_reproduce_the_saved_model(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``quantize --save`` then ``export``: weights as k-bit codes with scales, activations in the
+    documented layouts (twin: bit k-1 range/sign, bits 0..k-2 magnitude), one summary line."""
+    from ptqlib.cli import main
+    from ptqlib.data import LabeledImages, model_transform
+    from ptqlib.io import load_quantized
+
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    folder = _image_folder(tmp_path / "imgs")
+    saved = tmp_path / "q.safetensors"
+    assert main(["quantize", "--model", "test_vit", "--random-init", "--method", "ptq4vit", "--w-bits", "4",
+                 "--a-bits", "4", "--search", "coarse_to_fine", "--max-tokens", "64", "--metric", "mse", "--calib-dir", str(folder),
+                 "--calib-size", "2", "--no-fp", "--no-progress", "--save", str(saved)]) == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert main(["export", "--quantized", str(saved), "--output", str(out_dir), "--activations", "2",
+                 "--image-dir", str(folder)]) == 0
+    stdout = capsys.readouterr().out
+    target = out_dir / "q.int.safetensors"
+    assert stdout.count("\n") == 1 and stdout.startswith(f"wrote {target}")
+    assert "weight tensors (4-bit: uniform_signed)" in stdout and "of 2 images" in stdout
+    assert "bit k-1 = range/sign bit" in stdout
+
+    model = load_quantized(saved)
+    with safetensors.safe_open(str(target), framework="pt") as f:
+        import json
+
+        header = json.loads(f.metadata()["ptqlib"])
+    assert header["layouts"] == LAYOUTS and header["architecture"] == "test_vit"
+    back = read_integers(target)
+    weights = {k: v for k, v in back.items() if header["tensors"][k]["kind"] == "weight"}
+    layers = {f"{s.name}.weight_quant": s.module for s in sites(model) if isinstance(s.module, (QuantLinear, QuantConv2d))}
+    assert set(weights) == set(layers)
+    for name, it in weights.items():
+        assert it.bits == 4 and it.fits() and it.scale is not None, name
+        assert torch.equal(_documented_value(it), layers[name].quantized_weight()), name
+    data = LabeledImages(folder, transform=model_transform(model), limit=2)
+    images = torch.stack([data[i][0] for i in range(2)])
+    outputs = _activation_outputs(model, images)
+    acts = {k: v for k, v in back.items() if header["tensors"][k]["kind"] == "activation"}
+    assert set(acts) == set(outputs)
+    assert {it.layout for it in acts.values()} == {"twin_softmax", "twin_gelu", "uniform_signed"}
+    for name, it in acts.items():
+        assert it.fits() and torch.equal(_documented_value(it), outputs[name]), name
+
+    # weights only, to a file path
+    assert main(["export", "--quantized", str(saved), "--output", str(tmp_path / "w.safetensors")]) == 0
+    stdout = capsys.readouterr().out
+    assert "activation" not in stdout and stdout.count("\n") == 1
+    assert all(header["tensors"][k]["kind"] == "weight" for k in read_integers(tmp_path / "w.safetensors"))
