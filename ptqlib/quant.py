@@ -40,6 +40,7 @@ parts, and its GELU quantizer lets the two steps have any ratio); ours are corre
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -233,8 +234,15 @@ def twin_gelu_fake(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> 
     >>> twin_gelu_fake(torch.tensor([1.3, -0.1, 9.0]), 4, torch.tensor(0.5), 3)
     tensor([ 1.5000, -0.1250,  3.5000])
     """
-    # signed levels in one pass: round(clamp(x/step, -(n-1), n-1)) equals ±magnitude exactly
     n = 2 ** (bits - 1)
+    if not x.requires_grad and torch.as_tensor(m).numel() == 1 and scale_pos.numel() == 1:
+        # one split and one step (inference): dividing a negative by Δn = Δp/2^m is dividing by Δp
+        # and scaling by 2^m, which leaky_relu does in place with no per-element step tensor;
+        # powers of two scale exactly, so the values are those of the general path bit for bit
+        up = 2.0 ** int(m)
+        t = F.leaky_relu_(x / scale_pos, up).clamp_(-(n - 1), n - 1).round_().mul_(scale_pos)
+        return F.leaky_relu_(t, 1.0 / up)
+    # signed levels in one pass: round(clamp(x/step, -(n-1), n-1)) equals ±magnitude exactly
     m_t = torch.as_tensor(m, dtype=x.dtype, device=x.device)
     step = torch.where(x >= 0, scale_pos, scale_pos * torch.exp2(-m_t))
     return _times(_clamp_round(x / step, -(n - 1), n - 1), step)

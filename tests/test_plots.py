@@ -21,12 +21,8 @@ from ptqlib.quant import twin_gelu_fake, twin_softmax_fake, uniform_fake
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one torch thread is as fast, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

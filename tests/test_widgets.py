@@ -14,11 +14,8 @@ from ptqlib.widgets import ActivationExplorer, TwinExplorer, figure_png
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")
