@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--search", choices=("grid", "coarse_to_fine"))
     p.add_argument("--max-tokens", type=int, help="0 = all tokens")
     p.add_argument("--chunks", type=int)
+    p.add_argument("--micro-batch", type=int, help="calibration images per capture pass (memory bound)")
     p.add_argument("--random-init", action="store_true")
     p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--val-limit", type=int)
@@ -86,27 +87,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = get_method(args.method, args.w_bits, args.a_bits, **overrides)
         spec = RunSpec(model=args.model, random_init=args.random_init, calib_size=args.calib_size,
-                       val_limit=args.val_limit)
+                       val_limit=args.val_limit, micro_batch=args.micro_batch)
         prepared = prepare(spec, evaluate_float=False)
     except PtqlibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.no_eval:
         prepared.val = None
-    fb = fwd_bwd_seconds(prepared.model, prepared.calib_images)
     rss_before = peak_rss_mb()
     if prepared.val is not None:
         from ptqlib.evaluate import evaluate
 
         prepared.fp = evaluate(prepared.model, prepared.loader(), desc="float")
     result = run_method(prepared, config)
+    peak_calib = peak_rss_mb()  # before the fwd+bwd timing, whose own peak would mask calibration's
+    fb = fwd_bwd_seconds(prepared.model, prepared.calib_images)
     row = {
         "model": args.model, "method": config.method, "w_bits": config.w_bits, "a_bits": config.a_bits,
         "search": config.search, "max_tokens": config.max_tokens, "chunks": config.chunks,
         "calib_images": result["calib_images"], "fwd_bwd_seconds": round(fb, 2),
         "calib_seconds": result["calib_seconds"], "calib_over_fwd_bwd": round(result["calib_seconds"] / fb, 1),
         "candidate_evaluations": result["candidate_evaluations"], "capture_passes": result["capture_passes"],
-        "peak_rss_mb": round(peak_rss_mb()), "peak_rss_before_calib_mb": round(rss_before),
+        "micro_batch": args.micro_batch,
+        "peak_rss_mb": round(peak_calib), "peak_rss_before_calib_mb": round(rss_before),
         "top1": result.get("top1"), "fp_top1": result.get("fp_top1"), "eval_images": result.get("eval_images"),
         "eval_seconds": result.get("eval_seconds"), "fp_eval_seconds": result.get("fp_eval_seconds"),
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
