@@ -124,17 +124,19 @@ class _Recorder:
         def hook(g: Tensor) -> None:
             g = g.detach()
             gn = self._normalize(g)
+            # per-image-normalised gradient for the Fisher energy (the same tensor when grad_norm='image')
+            gi = gn if self.grad_norm == "image" else _image_normalized(g) if keep is not None else None
             if kind == "linear":
                 gn = gn.reshape(-1, gn.shape[-1])
                 rows = index
                 if keep is not None:  # Fisher selection: replace the full rows kept by forward
-                    energy = _image_normalized(g).reshape(-1, g.shape[-1]).square().sum(-1)
+                    energy = gi.reshape(-1, gi.shape[-1]).square().sum(-1)
                     rows = energy.topk(keep).indices.sort().values
                     self.parts[-1] = [self.parts[-1][0].index_select(0, rows)]
                 self.grads.append(gn if rows is None else gn.index_select(0, rows.to(gn.device)))
             elif kind == "matmul":
                 if keep is not None:
-                    energy = _image_normalized(g).square().sum((1, 3))  # (B, N) per query row
+                    energy = gi.square().sum((1, 3))  # (B, N) per query row
                     rows = energy.topk(keep, dim=1).indices.sort(dim=1).values
                     a, b = self.parts[-1]
                     self.parts[-1] = [_gather_rows(a, rows), b]
