@@ -1,12 +1,13 @@
 """Benchmark calibration: time against one float forward+backward pass, memory, accuracy, eval speed.
 
     python benchmarks/calibration.py --model vit_tiny_patch16_224 --method ptq4vit --w-bits 8 --a-bits 8 \
-        [--search grid|coarse_to_fine] [--max-tokens N|0] [--chunks K] [--val-limit N] [--output FILE.json]
+        [--search grid|coarse_to_fine|coarse_to_fine_local] [--outlier-rows S] [--max-tokens N|0] [--chunks K] [--val-limit N] [--output FILE.json]
 
 Data comes from PTQLIB_DATA like the command line (``--random-init`` for models without local
 weights). Prints the figures and appends a row to ``benchmarks/results/calibration.csv`` with the
 machine described. ``fwd_bwd_seconds`` is one forward and one backward pass of the float model
-over the calibration images as one batch, same thread count, after one warm-up run.
+over the calibration images as one batch, same thread count, after one warm-up run (the median
+of three).
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def peak_rss_mb() -> float:
 
 
 def fwd_bwd_seconds(model: torch.nn.Module, images: torch.Tensor) -> float:
-    """One float forward+backward over ``images`` as one batch, after a warm-up run."""
+    """One float forward+backward over ``images`` as one batch, after a warm-up run: the median
+    of three such passes (a single pass varied by 30 % between runs on the 2-core machine)."""
     def once() -> float:
         x = images.clone().requires_grad_(True)
         t = time.perf_counter()
@@ -56,10 +58,12 @@ def fwd_bwd_seconds(model: torch.nn.Module, images: torch.Tensor) -> float:
 
     model.zero_grad(set_to_none=True)
     once()
+    times = []
+    for _ in range(3):
+        model.zero_grad(set_to_none=True)
+        times.append(once())
     model.zero_grad(set_to_none=True)
-    seconds = once()
-    model.zero_grad(set_to_none=True)
-    return seconds
+    return sorted(times)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="ptq4vit")
     p.add_argument("--w-bits", type=int, default=8)
     p.add_argument("--a-bits", type=int, default=8)
-    p.add_argument("--search", choices=("grid", "coarse_to_fine"))
+    p.add_argument("--search", choices=("grid", "coarse_to_fine", "coarse_to_fine_local"))
+    p.add_argument("--outlier-rows", type=float, help="share of fisher rows taken by input magnitude")
     p.add_argument("--max-tokens", type=int, help="0 = all tokens")
     p.add_argument("--chunks", type=int)
-    p.add_argument("--micro-batch", type=int, help="calibration images per capture pass (memory bound)")
+    p.add_argument("--micro-batch", type=int, default=8, help="calibration images per capture pass (default 8; 0 = all at once)")
     p.add_argument("--random-init", action="store_true")
     p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--val-limit", type=int)
@@ -81,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: v for k, v in (("search", args.search), ("chunks", args.chunks)) if v is not None}
+    overrides = {k: v for k, v in (("search", args.search), ("chunks", args.chunks),
+                                   ("outlier_rows", args.outlier_rows)) if v is not None}
     if args.max_tokens is not None:
         overrides["max_tokens"] = args.max_tokens or None
     try:
         config = get_method(args.method, args.w_bits, args.a_bits, **overrides)
         spec = RunSpec(model=args.model, random_init=args.random_init, calib_size=args.calib_size,
-                       val_limit=args.val_limit, micro_batch=args.micro_batch)
+                       val_limit=args.val_limit, micro_batch=args.micro_batch or None)
         prepared = prepare(spec, evaluate_float=False)
     except PtqlibError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     fb = fwd_bwd_seconds(prepared.model, prepared.calib_images)
     row = {
         "model": args.model, "method": config.method, "w_bits": config.w_bits, "a_bits": config.a_bits,
-        "search": config.search, "max_tokens": config.max_tokens, "chunks": config.chunks,
+        "search": config.search, "stride": config.stride, "refine": config.refine,
+        "max_tokens": config.max_tokens, "outlier_rows": config.outlier_rows, "chunks": config.chunks,
         "calib_images": result["calib_images"], "fwd_bwd_seconds": round(fb, 2),
         "calib_seconds": result["calib_seconds"], "calib_over_fwd_bwd": round(result["calib_seconds"] / fb, 1),
         "candidate_evaluations": result["candidate_evaluations"], "capture_passes": result["capture_passes"],

@@ -44,11 +44,18 @@ from .quant import (
 from .search import linear_grid, search
 from .wrap import Site, sites
 
-__all__ = ["Scales", "CalibrationReport", "calibrate", "calibrate_site", "apply_scales"]
+__all__ = ["DEFAULT_MICRO_BATCH", "Scales", "CalibrationReport", "calibrate", "calibrate_site", "apply_scales"]
 
 Scales = dict[str, dict[str, Tensor]]
 """``{quantizer name: keyword arguments of its set()}``, e.g. ``{"blocks.0.attn.qkv.input_quant": {"scale": t}}``."""
 
+#: Images per capture pass. Fisher rows are chosen over the whole batch, so micro-batches change
+#: no scale; they bound the memory of the forward/backward pass (ViT-B, 32 images: 8.5 GB in one
+#: pass, see benchmarks/results/calibration.csv).
+DEFAULT_MICRO_BATCH = 8
+#: Linear sites with at most this many multiply-adds per candidate (rows × weights) are searched
+#: exhaustively: e.g. ViT's head (32 class-token rows × 192 × 1000), where the grid costs little.
+SMALL_SITE = 1 << 24
 #: Elements of candidate outputs evaluated at once. Kept small (8 MB of float32): larger
 #: temporaries are mmap-allocated by glibc and page-faulted on every op, several times slower.
 CANDIDATE_BUDGET = 1 << 21
@@ -88,19 +95,44 @@ def _chunk(per_candidate: int) -> int:
 
 
 class _Tally:
+    """Runs a site's searches: counts evaluations and remembers each search's last answer."""
+
     def __init__(self) -> None:
         self.n = 0
+        self.memo: dict[str, tuple[list[Tensor], Tensor]] = {}
 
     def search(
         self, score: Callable[[Tensor], Tensor], grid: Tensor, channels: int, config: PTQConfig, chunk: int,
-        previous: Tensor | None = None,
+        previous: Tensor | None = None, exhaustive: bool = False, tag: str = "", given: tuple[Tensor, ...] = (),
     ) -> Tensor:
         """``search.search``, counting evaluations; ``previous`` (values on ``grid``, from an
-        earlier round) lets ``coarse_to_fine`` refine locally instead of starting over."""
+        earlier round) lets ``coarse_to_fine_local`` refine locally instead of starting over;
+        ``exhaustive`` scores the whole grid whatever the strategy (small sites).
+
+        ``given`` are the values the scores depend on besides the candidates (the other
+        operand's scales). A search ``tag`` whose ``given`` (and ``previous``) are those of its
+        last run returns that run's answer unscored: the scores would be the same, so would the
+        answer. Later rounds of a converged site cost nothing.
+        """
+        key = [t.detach().clone() for t in given] + ([previous.clone()] if previous is not None else [])
+        hit = self.memo.get(tag) if tag else None
+        if hit is not None and len(hit[0]) == len(key) and all(torch.equal(a, b) for a, b in zip(hit[0], key)):
+            return hit[1]
+        best = self._search(score, grid, channels, config, chunk, previous, exhaustive)
+        if tag:
+            self.memo[tag] = (key, best)
+        return best
+
+    def _search(
+        self, score: Callable[[Tensor], Tensor], grid: Tensor, channels: int, config: PTQConfig, chunk: int,
+        previous: Tensor | None, exhaustive: bool,
+    ) -> Tensor:
         around = None
-        if previous is not None and config.search == "coarse_to_fine":
+        if previous is not None and config.search == "coarse_to_fine_local":
             around = (grid.unsqueeze(0) - previous.reshape(-1, 1)).abs().argmin(1).expand(channels)
-        best, n = search(score, grid, channels, config.search, chunk=chunk, around=around)
+        strategy = "grid" if config.search == "grid" or exhaustive else "coarse_to_fine"
+        best, n = search(score, grid, channels, strategy, stride=config.stride, chunk=chunk,
+                         around=None if exhaustive else around, refine=config.refine)
         self.n += n
         return best
 
@@ -157,6 +189,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
         g_g = None if g is None else g.view(t, groups, per_group)
         grid = linear_grid(config.alpha, config.beta, config.n)
         chunk = _chunk(t * out_features)
+        small = t * w.numel() <= SMALL_SITE  # e.g. the head: one row per image
         w_mult = a_mult = None
         for _ in range(config.rounds):
             xq = _fake_input(iq, x, a_params)
@@ -168,7 +201,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
                     o_hat = o_hat + b
                 return metric(out_g, o_hat.view(-1, t, groups, per_group), g_g, channel_dim=1)
 
-            w_mult = tally.search(score_w, grid, groups, config, chunk, w_mult)
+            w_mult = tally.search(score_w, grid, groups, config, chunk, w_mult, small, "w", tuple(a_params.values()))
             w_step = w_step0 * w_mult
             wq_t = uniform_fake(w, rows(w_step), wq_bits).t()
 
@@ -182,10 +215,12 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
                     o_hat = o_hat + b
                 return metric(out, o_hat, g).view(k, 1)
 
-            a_mult = tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk, a_mult)
+            a_mult = tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk, a_mult, small,
+                                  "a", (w_mult, a_params.get("m", w_mult)))
             a_params["scale"] = a_step0 * a_mult[0]
             if isinstance(iq, TwinGeluQuantizer):
-                a_params["m"] = tally.search(lambda v: score_a(v, "m"), TWIN_GELU_SPLITS, 1, config.replace(search="grid"), chunk)[0]
+                a_params["m"] = tally.search(lambda v: score_a(v, "m"), TWIN_GELU_SPLITS, 1, config.replace(search="grid"),
+                                             chunk, tag="m", given=(w_mult, a_params["scale"]))[0]
 
     w_scale = w_step[0] if groups == 1 else rows(w_step)
     a_out = {k: v.reshape(()) for k, v in a_params.items()}
@@ -216,7 +251,8 @@ def _calibrate_conv(name: str, layer: QuantConv2d, cap: SiteCapture, config: PTQ
             o_hat = o_hat.view(x.shape[0], k, c, *out.shape[2:]).transpose(0, 1)
             return metric(out, o_hat, g, channel_dim=1)
 
-        step = step0 * tally.search(score, grid, c, config, _chunk(out.numel()))
+        # one search (no rounds), per channel: exhaustive, at about 2 % of ViT-Tiny's search time
+        step = step0 * tally.search(score, grid, c, config, _chunk(out.numel()), exhaustive=True)
     return {f"{name}.weight_quant": {"scale": step.view(c, 1, 1, 1)}}
 
 
@@ -274,12 +310,14 @@ def _calibrate_matmul(name: str, layer: QuantMatMul, cap: SiteCapture, config: P
         for _ in range(config.rounds):
             bq = _fake_input(qb, bm, as_tensor_params(pb))
             if isinstance(qa, TwinSoftmaxQuantizer):
-                pa["m"] = tally.search(scorer("a", "m"), _softmax_splits(qa.bits), channels, config.replace(search="grid"), chunk)
+                pa["m"] = tally.search(scorer("a", "m"), _softmax_splits(qa.bits), channels, config.replace(search="grid"),
+                                       chunk, tag="a", given=(pb["scale"],))
             else:
-                a_mult = tally.search(scorer("a", "scale"), grid, channels, config, chunk, a_mult)
+                a_mult = tally.search(scorer("a", "scale"), grid, channels, config, chunk, a_mult, tag="a", given=(pb["scale"],))
                 pa["scale"] = a_step0 * a_mult
             aq_fixed = _fake_input(qa, a, as_tensor_params(pa))
-            b_mult = tally.search(scorer("b", "scale"), grid, channels, config, chunk, b_mult)
+            b_mult = tally.search(scorer("b", "scale"), grid, channels, config, chunk, b_mult, tag="b",
+                                  given=tuple(pa.values()))
             pb["scale"] = b_step0 * b_mult
 
     def final(p: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -342,7 +380,7 @@ def calibrate(
     *,
     labels: Tensor | None = None,
     device: str | torch.device = "cpu",
-    micro_batch: int | None = None,
+    micro_batch: int | None = DEFAULT_MICRO_BATCH,
     progress: bool = True,
     max_memory: float | None = None,
 ) -> CalibrationReport:
@@ -355,7 +393,8 @@ def calibrate(
         config: search settings; defaults to the config the model was wrapped with.
         labels: true labels, needed only for ``grad_loss='label_ce'``.
         device: where to compute.
-        micro_batch: images per capture pass (memory bound); ``None`` = all at once.
+        micro_batch: images per capture pass (bounds memory; the scales do not depend on it);
+            ``None`` = all at once.
         progress: show a progress bar.
         max_memory: memory budget in GB for parallel calibration (default: the available memory);
             more capture passes (``chunks``) are used when needed (``guards.py``).
@@ -378,7 +417,8 @@ def calibrate(
         caps = capture(
             model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, grad_norm=config.grad_norm,
             # sequential inputs come from a second pass: both passes must keep the same (random) rows
-            row_select=config.row_select if config.order == "parallel" else "random", labels=labels,
+            row_select=config.row_select if config.order == "parallel" else "random",
+            outlier_rows=config.outlier_rows, labels=labels,
             max_tokens=config.max_tokens, micro_batch=micro_batch, seed=config.seed, device=device,
             float_model=True)
         report.passes += 1

@@ -96,14 +96,21 @@ class _Recorder:
     hook keeps every row, and the gradient hook keeps the rows with the largest Fisher energy
     ``Σ_c (∂L/∂O_rc)²`` (per-image normalised), i.e. the rows that carry most of the weight of the
     Hessian-guided distance. For matmuls the rows are query rows, chosen per image.
+    ``outlier_rows`` (a share of the kept rows) are taken first by the largest input magnitude
+    instead: the massive-activation tokens, whose gradient is tiny but whose clipping changes
+    the model far beyond what the local (second-order) metric predicts.
     """
 
     def __init__(self, site: Site, max_tokens: int | None, total_images: int, want_grad: bool, gen: torch.Generator,
-                 grad_norm: str = "none", row_select: str = "random") -> None:
+                 grad_norm: str = "none", row_select: str = "random", outlier_rows: float = 0.0) -> None:
         self.site, self.max_tokens, self.total, self.want_grad, self.gen = site, max_tokens, total_images, want_grad, gen
-        self.grad_norm, self.row_select = grad_norm, row_select
+        self.grad_norm, self.row_select, self.outlier_rows = grad_norm, row_select, outlier_rows
         self.parts: list[list[Tensor]] = []
         self.grads: list[Tensor] = []
+        self.scores: list[tuple[Tensor, Tensor]] = []  # Linear Fisher candidates: (energy, magnitude)
+        self.keep: int | None = None
+        self.sample: Tensor | None = None  # random rows, drawn once over the whole batch
+        self.offset = 0  # Linear rows seen so far (earlier micro-batches)
         self.stats: dict[str, list[Tensor]] = {}
 
     def _stat(self, key: str, value: Tensor) -> None:
@@ -129,16 +136,21 @@ class _Recorder:
             if kind == "linear":
                 gn = gn.reshape(-1, gn.shape[-1])
                 rows = index
-                if keep is not None:  # Fisher selection: replace the full rows kept by forward
+                if keep is not None:  # Fisher selection: keep this part's candidates for the final choice
+                    x = self.parts[-1][0]
                     energy = gi.reshape(-1, gi.shape[-1]).square().sum(-1)
-                    rows = energy.topk(keep).indices.sort().values
-                    self.parts[-1] = [self.parts[-1][0].index_select(0, rows)]
+                    magnitude = x.abs().amax(-1)
+                    rows = self._candidates(energy, magnitude, keep)
+                    self.parts[-1] = [x.index_select(0, rows)]
+                    self.scores.append((energy[rows], magnitude[rows]))
                 self.grads.append(gn if rows is None else gn.index_select(0, rows.to(gn.device)))
+                if keep is not None and len(self.parts) > 1:
+                    self._prune(keep)
             elif kind == "matmul":
                 if keep is not None:
-                    energy = gi.square().sum((1, 3))  # (B, N) per query row
-                    rows = energy.topk(keep, dim=1).indices.sort(dim=1).values
                     a, b = self.parts[-1]
+                    energy = gi.square().sum((1, 3))  # (B, N) per query row
+                    rows = self._select(energy, a.abs().amax((1, 3)), keep)
                     self.parts[-1] = [_gather_rows(a, rows), b]
                     self.grads.append(_gather_rows(gn, rows))
                 else:
@@ -147,6 +159,49 @@ class _Recorder:
                 self.grads.append(gn)
         return hook
 
+    def _random_rows(self, n: int, total_rows: int) -> Tensor | None:
+        """This micro-batch's part of one seeded sample of ``max_tokens`` rows drawn over the whole
+        batch (``total_rows``), so the rows do not depend on micro-batching."""
+        if self.sample is None:
+            self.sample = _rows(total_rows, self.max_tokens, self.gen)
+            if self.sample is None:
+                self.sample = torch.arange(total_rows)
+        start, self.offset = self.offset, self.offset + n
+        part = self.sample[(self.sample >= start) & (self.sample < start + n)] - start
+        return None if part.numel() == n else part
+
+    def _prune(self, keep: int) -> None:
+        """Merge the Linear candidates kept so far into one part, keeping only those that can still
+        be chosen (memory stays about two parts' worth whatever the number of micro-batches)."""
+        x = torch.cat([p[0] for p in self.parts])
+        g = torch.cat(self.grads)
+        energy, magnitude = (torch.cat(t) for t in zip(*self.scores))
+        rows = self._candidates(energy, magnitude, keep)
+        self.parts, self.grads = [[x.index_select(0, rows)]], [g.index_select(0, rows)]
+        self.scores = [(energy[rows], magnitude[rows])]
+
+    def _candidates(self, energy: Tensor, magnitude: Tensor, keep: int) -> Tensor:
+        """Rows of one micro-batch that can be among the final ``keep`` (:meth:`_select` over all
+        micro-batches): its ``keep`` rows of largest energy and its outlier share by magnitude."""
+        n = energy.shape[0]
+        if keep >= n:
+            return torch.arange(n, device=energy.device)
+        mask = torch.zeros(n, dtype=torch.bool, device=energy.device)
+        mask[energy.topk(keep).indices] = True
+        n_out = min(keep, round(self.outlier_rows * keep))
+        if n_out:
+            mask[magnitude.topk(n_out).indices] = True
+        return mask.nonzero().flatten()
+
+    def _select(self, energy: Tensor, magnitude: Tensor, keep: int) -> Tensor:
+        """Indices (sorted, along the last dim) of ``keep`` rows: the ``outlier_rows`` share with the
+        largest input ``magnitude``, then the rest by Fisher ``energy``."""
+        n_out = min(keep, round(self.outlier_rows * keep))
+        if n_out:
+            top = magnitude.topk(n_out, dim=-1).indices
+            energy = energy.scatter(-1, top, torch.full_like(energy, float("inf")))
+        return energy.topk(keep, dim=-1).indices.sort(dim=-1).values
+
     def __call__(self, module: nn.Module, args: tuple, output: Tensor) -> None:
         by_fisher = self.row_select == "fisher" and self.want_grad and output.requires_grad
         if isinstance(module, QuantLinear):
@@ -154,11 +209,13 @@ class _Recorder:
             self._stat("absmax", x.abs().amax())
             self._stat("max", x.amax())
             self._stat("min", x.amin())
-            # this micro-batch's share of max_tokens, so the total does not depend on micro-batching
-            keep = None if self.max_tokens is None else max(1, math.ceil(self.max_tokens * x.shape[0] / self.total))
+            rows_per_image = x[0].numel() // x.shape[-1]
+            if by_fisher:  # all of max_tokens: the final choice over all micro-batches is in result()
+                keep = self.max_tokens
+                keep = None if keep is None or keep >= rows_per_image * self.total else keep
+                self.keep = keep
             x = x.reshape(-1, x.shape[-1])
-            keep = None if keep is None or keep >= x.shape[0] else keep
-            idx = None if by_fisher else _rows(x.shape[0], keep, self.gen)
+            idx = None if by_fisher else self._random_rows(x.shape[0], rows_per_image * self.total)
             self.parts.append([x if idx is None else x.index_select(0, idx.to(x.device))])
             grad_hook = self._on_grad("linear", idx, keep if by_fisher else None)
         elif isinstance(module, QuantMatMul):
@@ -168,7 +225,9 @@ class _Recorder:
             # the same number of query rows for every image, whatever the micro-batch size
             keep = None if self.max_tokens is None else max(1, math.ceil(self.max_tokens / self.total))
             keep = None if keep is None or keep >= a.shape[-2] else keep
-            idx = None if by_fisher else _rows(a.shape[-2], keep, self.gen)
+            if not by_fisher and keep is not None and self.sample is None:
+                self.sample = _rows(a.shape[-2], keep, self.gen)  # drawn once: the same rows for every image
+            idx = None if by_fisher else self.sample
             self.parts.append([a if idx is None else a.index_select(-2, idx.to(a.device)), b])
             grad_hook = self._on_grad("matmul", idx, keep if by_fisher else None)
         elif isinstance(module, QuantConv2d):
@@ -182,6 +241,11 @@ class _Recorder:
     def result(self) -> SiteCapture:
         inputs = [torch.cat(ts, 0) for ts in zip(*self.parts)]
         grad = torch.cat(self.grads, 0) if self.grads else None
+        if self.scores and self.keep is not None:  # Linear Fisher rows: the final choice over all micro-batches
+            energy, magnitude = (torch.cat(t) for t in zip(*self.scores))
+            rows = self._select(energy, magnitude, self.keep)
+            inputs = [inputs[0].index_select(0, rows)]
+            grad = None if grad is None else grad.index_select(0, rows)
         stats: dict[str, Tensor] = {}
         for key, vals in self.stats.items():
             v = torch.stack(vals)
@@ -198,6 +262,7 @@ def capture(
     grad_loss: GradLoss = "pseudo_label_ce",
     grad_norm: str = "none",
     row_select: str = "random",
+    outlier_rows: float = 0.0,
     labels: Tensor | None = None,
     max_tokens: int | None = None,
     micro_batch: int | None = None,
@@ -217,6 +282,8 @@ def capture(
             replaces it by its per-channel RMS; ``none`` keeps it.
         row_select: how rows are kept under ``max_tokens``: ``random`` (seeded) or ``fisher``
             (the rows with the largest gradient energy; needs ``grads``, else random).
+        outlier_rows: with ``fisher``, the share of kept rows taken first by the largest input
+            magnitude (massive-activation tokens).
         max_tokens: keep about this many rows per site (shared over micro-batches in proportion
             to their images; matmuls keep the same query rows count for every image), seeded.
         micro_batch: images per forward/backward pass (``None``: all at once).
@@ -235,7 +302,7 @@ def capture(
     for site in site_list:
         # one generator per site, seeded by its name: the sample does not depend on grouping
         gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(site.name.encode()))
-        rec = _Recorder(site, max_tokens, total, grads, gen, grad_norm, row_select)
+        rec = _Recorder(site, max_tokens, total, grads, gen, grad_norm, row_select, outlier_rows)
         recorders[site.name] = rec
         handles.append(site.module.register_forward_hook(rec))
     was_training = model.training

@@ -20,29 +20,25 @@ REPRODUCE_METHODS = ("baseptq", "ptq4vit")
 REPRODUCE_BITS = ((8, 8), (6, 6), (4, 4))
 
 
-def _bits(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bit-width must be an integer from 2 to 16, got {text!r}") from None
-    if not 2 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"bit-width must be an integer from 2 to 16, got {value}")
-    return value
-
-
-def _int_at_least(lo: int, what: str):
-    """An argparse type: an integer >= ``lo``; ``what`` names it in the error message."""
-    def parse(text: str) -> int:
+def _checked(convert, ok, what: str):
+    """An argparse type: ``convert(text)``, accepted when ``ok(value)``; ``what`` names it in the error."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{what}, got {value}")
         return value
     return parse
 
 
+def _int_at_least(lo: int, what: str):
+    """An argparse type: an integer >= ``lo``; ``what`` names it in the error message."""
+    return _checked(int, lambda v: v >= lo, f"expected {what}")
+
+
+_bits = _checked(int, lambda v: 2 <= v <= 16, "bit-width must be an integer from 2 to 16")
 _positive = _int_at_least(1, "a positive integer")
 _non_negative = _int_at_least(0, "a whole number >= 0")
 
@@ -60,14 +56,8 @@ def _check_device(name: str) -> None:
         raise PtqlibError(f"device {name} is not available (this machine has {found} CUDA devices); use --device cpu")
 
 
-def _gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a memory size in GB such as 8 or 0.5, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive memory size in GB, got {text}")
-    return value
+_gigabytes = _checked(float, lambda v: 0 < v < float("inf"), "expected a positive memory size in GB such as 8 or 0.5")
+_share = _checked(float, lambda v: 0.0 <= v <= 1.0, "expected a share from 0 to 1")
 
 
 def _tokens(text: str) -> int:
@@ -89,7 +79,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--batch-size", type=_positive, default=64, help="evaluation batch size")
     p.add_argument("--workers", type=_non_negative, default=0, help="data-loading worker processes")
-    p.add_argument("--micro-batch", type=_positive, help="calibration images per capture pass (less memory)")
+    p.add_argument("--micro-batch", type=_tokens, default=8,
+                   help="calibration images per capture pass: less memory, same scales (default 8; 0 = all at once)")
     p.add_argument("--max-memory", type=_gigabytes, metavar="GB",
                    help="memory calibration may use (default: what is available); more capture passes if needed")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -103,12 +94,13 @@ def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
         p.add_argument("--method", default="ptq4vit", help="minmax, baseptq or ptq4vit")
         p.add_argument("--w-bits", type=_bits, default=8)
         p.add_argument("--a-bits", type=_bits, default=8)
-    p.add_argument("--search", choices=("grid", "coarse_to_fine"), help="candidate search strategy")
+    p.add_argument("--search", choices=("grid", "coarse_to_fine", "coarse_to_fine_local"), help="candidate search strategy")
     p.add_argument("--max-tokens", type=_tokens, help="rows per layer used to score candidates (0 = all; default 1024)")
     p.add_argument("--metric", choices=("mse", "l1", "hessian", "cosine", "pearson"), help="override the method's metric")
     p.add_argument("--grad-loss", choices=("pseudo_label_ce", "label_ce", "official_kl"), help="loss behind the Hessian metric")
     p.add_argument("--grad-norm", choices=("none", "image", "channel"), help="normalisation of the Hessian metric's gradients")
     p.add_argument("--row-select", choices=("fisher", "random"), help="which rows --max-tokens keeps")
+    p.add_argument("--outlier-rows", type=_share, help="share of the fisher rows taken by largest input magnitude (default 0.125)")
     p.add_argument("--matmul-granularity", choices=("tensor", "head"), help="scales of the matmul operands")
     p.add_argument("--order", choices=("parallel", "sequential"), help="calibration order")
     p.add_argument("--chunks", type=_positive, help="capture passes (memory/time trade-off)")
@@ -178,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("search", "max_tokens", "metric", "grad_loss", "grad_norm", "row_select", "matmul_granularity", "order", "chunks")
+    keys = ("search", "max_tokens", "metric", "grad_loss", "grad_norm", "row_select", "outlier_rows", "matmul_granularity", "order", "chunks")
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if out.get("max_tokens") == 0:
         out["max_tokens"] = None  # 0 means every row
@@ -193,7 +185,7 @@ def _spec(args: argparse.Namespace):
     return RunSpec(model=args.model, checkpoint=args.checkpoint, random_init=args.random_init, data=args.data,
                    calib_dir=args.calib_dir, calib_list=args.calib_list, calib_size=args.calib_size,
                    val_dir=args.val_dir, val_limit=args.val_limit, seed=args.seed, device=args.device,
-                   batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch,
+                   batch_size=args.batch_size, workers=args.workers, micro_batch=args.micro_batch or None,
                    max_memory=args.max_memory, skip_corrupt=args.skip_corrupt)
 
 
@@ -510,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             raise
-        print("error: out of memory; use --micro-batch 8 or --chunks 4 to calibrate in smaller pieces", file=sys.stderr)
+        print("error: out of memory; use --micro-batch 2 or --chunks 4 to calibrate in smaller pieces", file=sys.stderr)
         return 2
 
 

@@ -5,7 +5,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from .metrics import METRICS, MetricName
-from .search import SearchStrategy
 
 __all__ = ["PTQConfig", "GradLoss", "Granularity"]
 
@@ -42,7 +41,13 @@ class PTQConfig:
             output channel (per head for matmuls); ``none`` keeps the raw per-element weights.
         alpha, beta, n: the candidate grid ``(α + i(β-α)/n)·Δ₀``, i = 0..n.
         rounds: alternating weight/input search rounds; 0 means min-max scales, no search.
-        search: ``grid`` (exhaustive) or ``coarse_to_fine`` (``search.py``).
+        search: ``grid`` (exhaustive), ``coarse_to_fine`` (every round: a coarse pass, then the
+            points around its best; ``search.py``) or ``coarse_to_fine_local`` (later rounds only
+            refine around the previous round's answer: faster, but it can stay in the first
+            round's basin, which measured 0.8 point below the grid at W6A6).
+        stride, refine: ``coarse_to_fine`` scores every ``stride``-th grid point, then every point
+            within ``stride`` of the ``refine`` best of them. Small sites (the patch embedding's
+            single search, the head's one row per image) are always searched exhaustively.
         max_tokens: score candidates on at most this many rows (tokens) per layer, a seeded
             sample; ``None`` uses all.
         row_select: which rows ``max_tokens`` keeps. ``fisher``: when the metric uses gradients,
@@ -50,6 +55,10 @@ class PTQConfig:
             normalised), which carry most of the Hessian-guided distance (for a ViT the class
             token rows, which a uniform sample mostly misses); otherwise a seeded random sample.
             ``random``: always the seeded random sample.
+        outlier_rows: with ``fisher`` rows, the share of ``max_tokens`` taken first by the largest
+            input magnitude: a ViT's massive-activation tokens (e.g. 4 corner patches with a
+            channel near 200 after GELU) carry almost no gradient, so Fisher selection drops them,
+            yet clipping them costs accuracy that the local metric cannot predict.
         order: ``parallel`` (every layer sees float inputs; one capture pass) or ``sequential``
             (block by block, each block sees the already-quantized blocks' outputs).
         chunks: split the layers into this many groups captured in separate passes (less
@@ -72,9 +81,12 @@ class PTQConfig:
     beta: float = 1.2
     n: int = 100
     rounds: int = 3
-    search: SearchStrategy = "coarse_to_fine"
+    search: Literal["grid", "coarse_to_fine", "coarse_to_fine_local"] = "coarse_to_fine"
+    stride: int = 6
+    refine: int = 2
     max_tokens: int | None = 1024
     row_select: Literal["fisher", "random"] = "fisher"
+    outlier_rows: float = 0.125
     order: Literal["parallel", "sequential"] = "parallel"
     chunks: int = 1
     seed: int = 0
@@ -86,10 +98,14 @@ class PTQConfig:
                 raise ValueError(f"{name} must be an integer from 2 to 16, got {v!r}")
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
-        if self.rounds < 0 or self.n < 1 or self.chunks < 1:
-            raise ValueError("rounds must be >= 0, n >= 1 and chunks >= 1")
+        if self.rounds < 0 or self.n < 1 or self.chunks < 1 or self.stride < 2 or self.refine < 1:
+            raise ValueError("rounds must be >= 0, n >= 1, chunks >= 1, stride >= 2 and refine >= 1")
         if self.row_select not in ("fisher", "random"):
             raise ValueError(f"row_select must be 'fisher' or 'random', got {self.row_select!r}")
+        if not 0.0 <= self.outlier_rows <= 1.0:
+            raise ValueError(f"outlier_rows must be a share from 0 to 1, got {self.outlier_rows!r}")
+        if self.search not in ("grid", "coarse_to_fine", "coarse_to_fine_local"):
+            raise ValueError(f"unknown search {self.search!r}; choose grid, coarse_to_fine or coarse_to_fine_local")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be positive or None")
 

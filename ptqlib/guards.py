@@ -174,8 +174,15 @@ def estimate_memory(
             d_in, d_out = in_shapes[0][-1], out_shape[-1]
             rows_per_image = math.prod(in_shapes[0]) // d_in
             t = config.max_tokens
-            rows = sum(rows_per_image * b if t is None else min(rows_per_image * b, max(1, math.ceil(t * b / total)))
-                       for b in sizes)
+            if t is not None and grads and config.row_select == "fisher":
+                # each micro-batch keeps its candidates for the final choice (up to t rows by
+                # Fisher energy plus the outlier share), merged and pruned with the earlier ones
+                # (capture.py): at most two micro-batches' worth at once
+                per_part = t + round(config.outlier_rows * t)
+                rows = min(sum(min(rows_per_image * b, per_part) for b in sizes), 2 * per_part)
+            else:
+                rows = sum(rows_per_image * b if t is None else min(rows_per_image * b, max(1, math.ceil(t * b / total)))
+                           for b in sizes)
             nbytes = rows * (d_in + (d_out if grads else 0))
         elif isinstance(module, QuantMatMul):
             (_, h, n, k), b_shape = in_shapes[0], in_shapes[1]

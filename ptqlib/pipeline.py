@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .calibrate import calibrate
+from .calibrate import DEFAULT_MICRO_BATCH, calibrate
 from .config import PTQConfig
 from .data import DataPaths, LabeledImages, calibration_batch, data_root, make_loader, model_transform, read_list
 from .errors import PtqlibError
@@ -49,7 +49,7 @@ class RunSpec:
     device: str = "cpu"
     batch_size: int = 64
     workers: int = 0
-    micro_batch: int | None = None
+    micro_batch: int | None = DEFAULT_MICRO_BATCH
     max_memory: float | None = None
     skip_corrupt: bool = False
 

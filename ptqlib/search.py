@@ -14,7 +14,8 @@ Two strategies give the same answer on unimodal score curves:
 * ``grid``: every point of the grid (n + 1 scores per channel);
 * ``coarse_to_fine``: every ``stride``-th point, then every point within ``stride`` of each
   channel's best coarse point (about ``n / stride + 2·stride`` scores). Given a previous answer
-  (``around``, as later calibration rounds have), only its ``2·stride - 1`` neighbours are scored.
+  (``around``: calibration's ``coarse_to_fine_local`` passes later rounds the one before), only
+  its ``2·stride - 1`` neighbours are scored; faster, but it stays in that answer's basin.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def search(
     stride: int = 5,
     chunk: int = 8,
     around: Tensor | None = None,
+    refine: int = 1,
 ) -> tuple[Tensor, int]:
     """Find, for each channel, the grid multiplier of lowest score.
 
@@ -67,6 +69,8 @@ def search(
         chunk: how many candidates ``score`` receives at once (memory/speed trade-off).
         around: for ``coarse_to_fine``, per-channel grid indices of a previous answer: skip the
             coarse pass and score only the points within ``stride`` of them.
+        refine: for ``coarse_to_fine``, how many of the best coarse points per channel have
+            their neighbourhood scored (more finds the grid's minimum on bumpier curves).
 
     Returns:
         ``(best, evaluations)``: the best multiplier per channel, shape ``(C,)``, and how many
@@ -94,8 +98,32 @@ def search(
         coarse = torch.cat([coarse, torch.tensor([g - 1])])
     idx = coarse.unsqueeze(1).expand(-1, channels)
     scores = _score_indices(score, grid, idx, chunk)
-    best, n = _local(score, grid, coarse[scores.argmin(0)], stride, chunk, arange_c, scores.min(0).values)
-    return best, coarse.numel() + n
+    k = min(refine, coarse.numel())
+    top = scores.topk(k, dim=0, largest=False)  # (k, C)
+    centres = coarse[top.indices]
+    if k == 1:
+        best, n = _local(score, grid, centres[0], stride, chunk, arange_c, top.values[0])
+        return best, coarse.numel() + n
+    # neighbourhoods of the k best coarse points, each point once: score the union
+    offsets = torch.arange(-stride + 1, stride)
+    near = (centres.unsqueeze(1) + offsets.view(1, -1, 1)).clamp(0, g - 1).reshape(-1, channels)  # (k*(2s-1), C)
+    is_coarse = (near % stride == 0) | (near == g - 1)
+    # per channel, a sorted unique set padded by repeating its last point (scored again, harmless)
+    near = torch.where(is_coarse, torch.full_like(near, -1), near)
+    uniq = near.sort(0).values
+    dup = torch.zeros_like(uniq, dtype=torch.bool)
+    dup[1:] = uniq[1:] == uniq[:-1]
+    uniq = torch.where(dup | (uniq < 0), torch.full_like(uniq, g), uniq).sort(0).values
+    count = int((uniq < g).sum(0).max())
+    if count == 0:
+        return grid[centres[0]], coarse.numel()
+    uniq = uniq[:count]
+    last = uniq.gather(0, ((uniq < g).sum(0, keepdim=True) - 1).clamp_min(0))
+    uniq = torch.where(uniq < g, uniq, last)
+    fine = _score_indices(score, grid, uniq, chunk)
+    all_idx = torch.cat([centres[:1], uniq], 0)
+    all_scores = torch.cat([top.values[:1], fine], 0)
+    return grid[all_idx[all_scores.argmin(0), arange_c]], coarse.numel() + count
 
 
 def _local(

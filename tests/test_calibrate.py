@@ -164,6 +164,23 @@ def test_capture_with_uneven_micro_batches_keeps_the_same_rows_per_image() -> No
             assert parts[name].grad.shape[:-1] == parts[name].inputs[0].shape[:-1]
 
 
+@pytest.mark.parametrize("select", ["fisher", "random"])
+def test_rows_do_not_depend_on_micro_batching(select: str) -> None:
+    """Fisher rows (with an outlier share) are chosen over the whole batch and random rows are one
+    sample of the whole batch, so micro-batches only bound memory: the scales stay the same."""
+    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
+    # block 0: every row gets a gradient (in the last block only the class token rows do: ties)
+    chosen = [s for s in sites(model) if s.name in ("blocks.0.attn.matmul_av", "blocks.0.mlp.fc2", "blocks.0.attn.qkv")]
+    kw = dict(grads=True, grad_norm="image", max_tokens=12, row_select=select, outlier_rows=0.25)
+    whole = capture(model, _images(5), chosen, **kw)
+    for micro in (1, 2, 3):
+        parts = capture(model, _images(5), chosen, micro_batch=micro, **kw)
+        for name in whole:
+            assert parts[name].inputs[0].shape == whole[name].inputs[0].shape, (name, micro)
+            torch.testing.assert_close(parts[name].inputs[0], whole[name].inputs[0])
+            torch.testing.assert_close(parts[name].grad, whole[name].grad, rtol=1e-4, atol=1e-4)
+
+
 def test_fisher_rows_are_those_with_the_largest_gradient_energy() -> None:
     model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
     x = _images(3)
@@ -183,3 +200,55 @@ def test_fisher_rows_are_those_with_the_largest_gradient_energy() -> None:
     expected = torch.stack([a[i][:, rows[i]] for i in range(3)])
     assert torch.equal(kept["blocks.1.attn.matmul_qk"].inputs[0], expected)
     assert kept["blocks.1.attn.matmul_qk"].inputs[1].shape == full["blocks.1.attn.matmul_qk"].inputs[1].shape
+
+
+def test_outlier_rows_are_the_largest_inputs_then_the_fisher_rows() -> None:
+    """``outlier_rows=0.5`` of 6 kept rows: the 3 rows of largest input magnitude, then the 3 of
+    largest gradient energy among the others (for matmuls: per image, 1 by magnitude, 1 by energy)."""
+    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
+    x = _images(3)
+    chosen = [s for s in sites(model) if s.name in ("blocks.0.mlp.fc2", "blocks.0.attn.matmul_qk")]
+    full = capture(model, x, chosen, grads=True, grad_norm="image")
+    kept = capture(model, x, chosen, grads=True, grad_norm="image", max_tokens=6, row_select="fisher", outlier_rows=0.5)
+    inp, g = full["blocks.0.mlp.fc2"].inputs[0], full["blocks.0.mlp.fc2"].grad
+    big = inp.abs().amax(-1).topk(3).indices
+    energy = g.square().sum(-1)
+    energy[big] = -1.0
+    rows = torch.cat([big, energy.topk(3).indices]).sort().values
+    assert torch.equal(kept["blocks.0.mlp.fc2"].inputs[0], inp[rows])
+    assert torch.equal(kept["blocks.0.mlp.fc2"].grad, g[rows])
+    a, gm = full["blocks.0.attn.matmul_qk"].inputs[0], full["blocks.0.attn.matmul_qk"].grad
+    big = a.abs().amax((1, 3)).argmax(1, keepdim=True)  # (B, 1)
+    energy = gm.square().sum((1, 3)).scatter(1, big, -1.0)
+    rows = torch.cat([big, energy.argmax(1, keepdim=True)], 1).sort(1).values
+    expected = torch.stack([a[i][:, rows[i]] for i in range(3)])
+    assert torch.equal(kept["blocks.0.attn.matmul_qk"].inputs[0], expected)
+    # without an outlier share the same call keeps the pure Fisher rows
+    pure = capture(model, x, chosen, grads=True, grad_norm="image", max_tokens=6, row_select="fisher")
+    top = g.square().sum(-1).topk(6).indices.sort().values
+    assert torch.equal(pure["blocks.0.mlp.fc2"].inputs[0], inp[top])
+
+
+def test_a_converged_search_is_not_repeated_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Later rounds skip a search whose other operand is unchanged: same scales, fewer evaluations."""
+    import importlib
+
+    calibrate_module = importlib.import_module("ptqlib.calibrate")
+    config = get_method("ptq4vit", 6, 6, rounds=4, max_tokens=64)
+    model = quantize_model(_tiny_vit(), config)
+    site_list = sites(model)
+    caps = capture(model, _images(4), site_list, grads=True, grad_norm="image", max_tokens=64, row_select="fisher")
+    remembered = {s.name: calibrate_site(s, caps[s.name], config) for s in site_list}
+    # the same searches, each run every round
+    def every_time(self, score, grid, channels, config, chunk, previous=None, exhaustive=False, tag="", given=()):
+        return self._search(score, grid, channels, config, chunk, previous, exhaustive)
+
+    monkeypatch.setattr(calibrate_module._Tally, "search", every_time)
+    every = {s.name: calibrate_site(s, caps[s.name], config) for s in site_list}
+    for name in every:
+        assert remembered[name][0].keys() == every[name][0].keys()
+        for q in every[name][0]:
+            for key, value in every[name][0][q].items():
+                assert torch.equal(remembered[name][0][q][key], value), (q, key)
+        assert remembered[name][1] <= every[name][1]
+    assert sum(n for _, n in remembered.values()) < sum(n for _, n in every.values())

@@ -409,10 +409,21 @@ def test_memory_estimate_matches_captured_bytes() -> None:
     site_list = sites(model)
     x = torch.randn(2, 3, 160, 160)
     for max_tokens, micro in ((None, None), (64, 1)):
-        config = get_method("ptq4vit", max_tokens=max_tokens)
+        config = get_method("ptq4vit", max_tokens=max_tokens, row_select="random")
         estimate = estimate_memory(model, x, site_list, config, micro_batch=micro)
         caps = capture(model, x, site_list, grads=True, max_tokens=max_tokens, micro_batch=micro)
         assert estimate.per_site == {name: cap.nbytes() for name, cap in caps.items()}
+    # Fisher rows: each micro-batch holds its candidates (64 + 8 outlier rows) until the final
+    # choice, so the estimate bounds the kept bytes from above, by that much for Linear sites
+    fisher = get_method("ptq4vit", max_tokens=64)
+    bound = estimate_memory(model, x, site_list, fisher, micro_batch=1)
+    caps = capture(model, x, site_list, grads=True, max_tokens=64, micro_batch=1, row_select="fisher",
+                   grad_norm="image", outlier_rows=fisher.outlier_rows)
+    kept = {name: cap.nbytes() for name, cap in caps.items()}
+    assert all(bound.per_site[n] >= kept[n] for n in kept)
+    qkv = "blocks.0.attn.qkv"
+    assert bound.per_site[qkv] == kept[qkv] * 2 * 72 // 64
+    estimate = estimate_memory(model, x, site_list, get_method("ptq4vit", max_tokens=None))
     names = [s.name for s in site_list]
     one_pass = estimate.group_bytes(names)
     assert plan_chunks(estimate, names, one_pass) == 1

@@ -181,6 +181,40 @@ def test_coarse_to_fine_can_miss_a_narrow_dip():
     assert best_ctf.item() == grid[80].item()
 
 
+def test_refining_two_coarse_points_finds_a_second_basin():
+    # Two basins: coarse point 80 is best (0.00), but the global minimum is index 27 (-0.05), in the
+    # basin of the second-best coarse point 25 (0.02). refine=1 stays at 80; refine=2 scores the
+    # neighbourhoods of 80 and 25 (each point once) and finds 27, with the evaluation count reported.
+    grid = linear_grid(0.01, 1.2, 100)
+    table = torch.full((101, 1), 1.0)
+    table[76:85, 0] = (torch.arange(76, 85.0) - 80).abs() / 100
+    table[21:30, 0] = 0.02 + (torch.arange(21, 30.0) - 25).abs() / 100
+    table[27, 0] = -0.05
+    counted = Counted(table_score(grid, table))
+    one, _ = search(table_score(grid, table), grid, 1, strategy="coarse_to_fine", stride=5)
+    two, evaluations = search(counted, grid, 1, strategy="coarse_to_fine", stride=5, refine=2)
+    assert one.item() == grid[80].item()
+    assert two.item() == grid[27].item()
+    assert evaluations == counted.evaluations == 21 + 2 * 8
+
+
+@pytest.mark.parametrize("refine", [1, 2, 3])
+@pytest.mark.parametrize("stride", [3, 5, 6])
+def test_refine_matches_the_grid_on_random_channels_when_it_covers_every_basin(refine, stride):
+    # Many channels at once, each with its own scores: the answer of each channel is the best
+    # point among its refined neighbourhoods, i.e. the grid's whenever the grid's minimum lies in one.
+    grid = linear_grid(0.01, 1.2, 100)
+    gen = torch.Generator().manual_seed(refine * 10 + stride)
+    table = torch.randn(101, 40, generator=gen)
+    best, _ = search(table_score(grid, table), grid, 40, strategy="coarse_to_fine", stride=stride, refine=refine)
+    coarse = torch.cat([torch.arange(0, 101, stride), torch.tensor([100])]).unique()
+    centres = coarse[table[coarse].topk(refine, dim=0, largest=False).indices]  # (refine, 40)
+    for c in range(40):
+        near = torch.cat([(centres[:, c:c + 1] + torch.arange(-stride + 1, stride)).flatten().clamp(0, 100),
+                          centres[:1, c]]).unique()
+        assert best[c].item() == grid[near[table[near, c].argmin()]].item()
+
+
 def test_small_grid_falls_back_to_exhaustive():
     # g = 6 <= 2·5 + 1: coarse_to_fine evaluates all 6 points
     grid = linear_grid(0.5, 1.0, 5)
