@@ -216,7 +216,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
                 return metric(out, o_hat, g).view(k, 1)
 
             a_mult = tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk, a_mult, small,
-                                  "a", (w_mult, a_params.get("m", w_mult)))
+                                  "a", (w_mult, *(v for k, v in a_params.items() if k != "scale")))
             a_params["scale"] = a_step0 * a_mult[0]
             if isinstance(iq, TwinGeluQuantizer):
                 a_params["m"] = tally.search(lambda v: score_a(v, "m"), TWIN_GELU_SPLITS, 1, config.replace(search="grid"),

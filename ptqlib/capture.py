@@ -135,16 +135,10 @@ class _Recorder:
             gi = gn if self.grad_norm == "image" else _image_normalized(g) if keep is not None else None
             if kind == "linear":
                 gn = gn.reshape(-1, gn.shape[-1])
-                rows = index
-                if keep is not None:  # Fisher selection: keep this part's candidates for the final choice
-                    x = self.parts[-1][0]
+                self.grads.append(gn if index is None else gn.index_select(0, index.to(gn.device)))
+                if keep is not None:  # Fisher selection: keep only the rows that can still be chosen
                     energy = gi.reshape(-1, gi.shape[-1]).square().sum(-1)
-                    magnitude = x.abs().amax(-1)
-                    rows = self._candidates(energy, magnitude, keep)
-                    self.parts[-1] = [x.index_select(0, rows)]
-                    self.scores.append((energy[rows], magnitude[rows]))
-                self.grads.append(gn if rows is None else gn.index_select(0, rows.to(gn.device)))
-                if keep is not None and len(self.parts) > 1:
+                    self.scores.append((energy, self.parts[-1][0].abs().amax(-1)))
                     self._prune(keep)
             elif kind == "matmul":
                 if keep is not None:
@@ -171,8 +165,9 @@ class _Recorder:
         return None if part.numel() == n else part
 
     def _prune(self, keep: int) -> None:
-        """Merge the Linear candidates kept so far into one part, keeping only those that can still
-        be chosen (memory stays about two parts' worth whatever the number of micro-batches)."""
+        """Merge the Linear rows kept so far into one part, keeping only those that can still be
+        chosen by :meth:`_select` over the whole batch (memory stays about one micro-batch's rows
+        plus ``keep`` candidates whatever the number of micro-batches)."""
         x = torch.cat([p[0] for p in self.parts])
         g = torch.cat(self.grads)
         energy, magnitude = (torch.cat(t) for t in zip(*self.scores))
@@ -180,15 +175,18 @@ class _Recorder:
         self.parts, self.grads = [[x.index_select(0, rows)]], [g.index_select(0, rows)]
         self.scores = [(energy[rows], magnitude[rows])]
 
+    def _outliers(self, keep: int) -> int:
+        return min(keep, round(self.outlier_rows * keep))
+
     def _candidates(self, energy: Tensor, magnitude: Tensor, keep: int) -> Tensor:
-        """Rows of one micro-batch that can be among the final ``keep`` (:meth:`_select` over all
-        micro-batches): its ``keep`` rows of largest energy and its outlier share by magnitude."""
+        """Rows that can be among the final ``keep`` (:meth:`_select`), whatever rows come later:
+        the ``keep`` of largest energy and the outlier share of largest magnitude."""
         n = energy.shape[0]
         if keep >= n:
             return torch.arange(n, device=energy.device)
         mask = torch.zeros(n, dtype=torch.bool, device=energy.device)
         mask[energy.topk(keep).indices] = True
-        n_out = min(keep, round(self.outlier_rows * keep))
+        n_out = self._outliers(keep)
         if n_out:
             mask[magnitude.topk(n_out).indices] = True
         return mask.nonzero().flatten()
@@ -196,7 +194,7 @@ class _Recorder:
     def _select(self, energy: Tensor, magnitude: Tensor, keep: int) -> Tensor:
         """Indices (sorted, along the last dim) of ``keep`` rows: the ``outlier_rows`` share with the
         largest input ``magnitude``, then the rest by Fisher ``energy``."""
-        n_out = min(keep, round(self.outlier_rows * keep))
+        n_out = self._outliers(keep)
         if n_out:
             top = magnitude.topk(n_out, dim=-1).indices
             energy = energy.scatter(-1, top, torch.full_like(energy, float("inf")))
