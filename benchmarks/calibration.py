@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from ptqlib.capture import task_loss
+from ptqlib.engine.capture import task_loss
 from ptqlib.errors import PtqlibError
-from ptqlib.methods import get_method
-from ptqlib.pipeline import RunSpec, prepare, run_method
+from ptqlib.engine.methods import get_method
+from ptqlib.app.pipeline import RunSpec, prepare, run_method
 
 RESULTS = Path(__file__).parent / "results" / "calibration.csv"
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared.val = None
     rss_before = peak_rss_mb()
     if prepared.val is not None:
-        from ptqlib.evaluate import evaluate
+        from ptqlib.io.evaluate import evaluate
 
         prepared.fp = evaluate(prepared.model, prepared.loader(), desc="float")
     result = run_method(prepared, config)

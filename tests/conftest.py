@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from ptqlib.data import DataPaths
+from ptqlib.io.data import DataPaths
+
+from helpers import write_image
 
 
 @pytest.fixture(scope="session")
@@ -25,15 +26,6 @@ def shared_data() -> DataPaths:
             pytest.fail(f"{message}; CI must run the real-data tests")
         pytest.skip(f"{message}; set it to the shared data folder to run the real-data tests")
     return DataPaths.from_root(root)
-
-
-def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30), color: int = 7) -> Path:
-    """Save a small synthetic image (JPEG unless the suffix says otherwise) and return its path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fill = {"L": color * 30, "CMYK": (color * 30, 20, 40, 0), "RGBA": (color * 30, 60, 90, 128),
-            "P": color}.get(mode, (color * 30, 60, 90))
-    Image.new(mode, size, fill).save(path)
-    return path
 
 
 @pytest.fixture

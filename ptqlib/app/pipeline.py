@@ -1,0 +1,145 @@
+"""The end-to-end job behind the command line: load, calibrate, evaluate, report.
+
+``prepare`` resolves data and model once (explicit paths first, then ``PTQLIB_DATA``), and
+``run_method`` quantizes a fresh copy of the float model with one config and evaluates it, so a
+table of methods × bit-widths shares one float evaluation.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..engine.calibrate import DEFAULT_MICRO_BATCH, calibrate
+from ..engine.config import PTQConfig
+from ..io.data import DataPaths, LabeledImages, calibration_batch, data_root, make_loader, model_transform, read_list
+from ..errors import PtqlibError
+from ..io.evaluate import Accuracy, evaluate, skipped_record
+from ..io.models import find_checkpoint, load_model
+from ..io.provenance import engine_fingerprint, versions
+from ..engine.wrap import quantize_model
+
+__all__ = ["RunSpec", "Prepared", "prepare", "run_method"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Where the model and images come from; ``None`` paths default to ``PTQLIB_DATA``'s.
+
+    ``skip_corrupt`` leaves undecodable *validation* images out of every evaluation (results record
+    them under ``skipped_images``); an undecodable calibration image always stops the run.
+    """
+
+    model: str = "vit_tiny_patch16_224"
+    checkpoint: Path | None = None
+    random_init: bool = False
+    data: Path | None = None
+    calib_dir: Path | None = None
+    calib_list: Path | None = None
+    calib_size: int = 32
+    val_dir: Path | None = None
+    val_limit: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int = 0
+    micro_batch: int | None = DEFAULT_MICRO_BATCH
+    max_memory: float | None = None
+    skip_corrupt: bool = False
+
+
+@dataclass
+class Prepared:
+    """A float model with its calibration batch and validation loader, ready for any method."""
+
+    spec: RunSpec
+    model: nn.Module
+    checkpoint: Path | None
+    calib_images: Tensor
+    calib_labels: Tensor
+    calib_files: list[str]
+    val: LabeledImages | None
+    fp: Accuracy | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        assert self.val is not None
+        return make_loader(self.val, batch_size=self.spec.batch_size, workers=self.spec.workers,
+                           skip_corrupt=self.spec.skip_corrupt)
+
+
+
+def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True) -> Prepared:
+    """Load the model, the calibration batch and the validation set; evaluate the float model."""
+    root = data_root(spec.data)
+    paths = DataPaths.from_root(root) if root is not None else None
+    checkpoint = spec.checkpoint
+    if checkpoint is None and not spec.random_init and paths is not None:
+        checkpoint = find_checkpoint(spec.model, root)
+    model = load_model(spec.model, checkpoint, random_init=spec.random_init, device=spec.device, seed=spec.seed)
+    quantize_model(copy.deepcopy(model), PTQConfig())  # an unsupported model fails now, not after the float evaluation
+    transform = model_transform(model)
+
+    calib_dir = spec.calib_dir or (paths.calib_dir if paths else None)
+    if calib_dir is None:
+        raise PtqlibError("no calibration images: pass --calib-dir DIR (a folder with labels.txt, or ImageNet "
+                          "<wnid>/ folders) or set PTQLIB_DATA to a folder holding imagenet-calib/")
+    calib_list = spec.calib_list
+    if calib_list is None and spec.calib_dir is None and paths is not None and paths.calib_list.exists():
+        if spec.calib_size <= len(read_list(paths.calib_list)):
+            calib_list = paths.calib_list
+    calib_set = LabeledImages(calib_dir, transform=transform)
+    images, labels, files = calibration_batch(calib_set, spec.calib_size, list_file=calib_list, seed=spec.seed)
+
+    val_dir = spec.val_dir or (paths.val_dir if paths else None)
+    val = None
+    if val_dir is not None:
+        val = LabeledImages(val_dir, transform=transform, limit=spec.val_limit)
+    prepared = Prepared(spec, model, checkpoint, images, labels, files, val)
+    if evaluate_float and val is not None:
+        prepared.fp = evaluate(model, prepared.loader(), device=spec.device, desc="float", progress=progress)
+    return prepared
+
+
+def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Quantize a copy of the float model with ``config``, evaluate it, return the result record."""
+    spec = prepared.spec
+    torch.manual_seed(spec.seed)
+    model = quantize_model(copy.deepcopy(prepared.model), config)
+    report = calibrate(model, prepared.calib_images, config, labels=prepared.calib_labels,
+                       device=spec.device, micro_batch=spec.micro_batch, progress=progress,
+                       max_memory=spec.max_memory)
+    result: dict[str, Any] = {
+        "model": spec.model,
+        "checkpoint": str(prepared.checkpoint) if prepared.checkpoint else None,
+        "random_init": spec.random_init,
+        "method": config.method,
+        "w_bits": config.w_bits,
+        "a_bits": config.a_bits,
+        "calib_images": int(prepared.calib_images.shape[0]),
+        "calib_seconds": round(report.seconds, 2),
+        "candidate_evaluations": report.evaluations,
+        "capture_passes": report.passes,
+    }
+    if prepared.val is not None:
+        t = evaluate(model, prepared.loader(), device=spec.device, desc=f"{config.method} W{config.w_bits}A{config.a_bits}", progress=progress)
+        fp = prepared.fp
+        result.update({
+            "eval_images": t.images,
+            "fp_top1": None if fp is None else round(fp.top1, 2),
+            "fp_top5": None if fp is None else round(fp.top5, 2),
+            "top1": round(t.top1, 2),
+            "top5": round(t.top5, 2),
+            "eval_seconds": round(t.seconds, 2),
+            "fp_eval_seconds": None if fp is None else round(fp.seconds, 2),
+            "skipped_images": skipped_record(t),
+        })
+        prepared.extra["last_accuracy"] = t
+    result.update({"engine": engine_fingerprint(), "seed": spec.seed, "device": spec.device, "config": config.to_dict(),
+                   "calib_files": prepared.calib_files, "versions": versions()})
+    prepared.extra["last_model"] = model
+    return result
