@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import resource
@@ -27,6 +26,7 @@ from ptqlib.engine.capture import task_loss
 from ptqlib.errors import PtqlibError
 from ptqlib.engine.methods import get_method
 from ptqlib.app.pipeline import RunSpec, prepare, run_method
+from ptqlib.io.files import check_writable, csv_text, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results" / "calibration.csv"
 
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         config = get_method(args.method, args.w_bits, args.a_bits, **overrides)
         spec = RunSpec(model=args.model, random_init=args.random_init, calib_size=args.calib_size,
                        val_limit=args.val_limit, micro_batch=args.micro_batch or None)
+        for path in (RESULTS, args.output):
+            if path is not None:
+                check_writable(path)
         prepared = prepare(spec, evaluate_float=False)
     except PtqlibError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         from ptqlib.io.evaluate import evaluate
 
         prepared.fp = evaluate(prepared.model, prepared.loader(), desc="float")
-    result = run_method(prepared, config)
+    result = run_method(prepared, config).result
     peak_calib = peak_rss_mb()  # before the fwd+bwd timing, whose own peak would mask calibration's
     fb = fwd_bwd_seconds(prepared.model, prepared.calib_images)
     row = {
@@ -125,17 +128,27 @@ def main(argv: list[str] | None = None) -> int:
         row["eval_over_fp"] = round(row["eval_seconds"] / row["fp_eval_seconds"], 2)
     for k, v in row.items():
         print(f"{k:>26}: {v}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    new = not RESULTS.exists()
-    fields = list(row) if new else next(csv.reader(RESULTS.open()))
-    with RESULTS.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
-    if args.output:
-        args.output.write_text(json.dumps(row, indent=2) + "\n")
+    try:
+        append_row(RESULTS, row)
+        if args.output:
+            write_json(args.output, row)
+    except PtqlibError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
+
+
+def append_row(path: Path, row: dict[str, object]) -> None:
+    """Add ``row`` to the CSV table at ``path`` (in that table's columns and line endings),
+    rewriting the file atomically."""
+    old = path.read_bytes().decode() if path.exists() else ""
+    if not old:
+        write_text(path, csv_text([row]))
+        return
+    header = old.split("\n", 1)[0]
+    end = "\r\n" if header.endswith("\r") else "\n"
+    line = csv_text([row], next(csv.reader([header.rstrip("\r")]))).split("\n")[1]
+    write_text(path, old + ("" if old.endswith("\n") else end) + line + end)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Shared test fixtures: the real data folder (from ``PTQLIB_DATA``) and tiny synthetic images."""
+"""Shared test fixtures (the real data folder from ``PTQLIB_DATA``, tiny synthetic images) and the
+``slow`` marker: tests marked ``@pytest.mark.slow`` are skipped unless ``--run-slow`` is given,
+``-m`` selects them by name, or ``CI=true`` (CI runs everything)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +12,24 @@ import torch
 from ptqlib.io.data import DataPaths
 
 from helpers import write_image
+
+SLOW_SKIP_REASON = "slow test: run it with --run-slow (./run.sh test --run-slow) or CI=true"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (the default under CI=true)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the slow tests for fast local runs; CI (``CI=true``) and ``--run-slow`` run them, and so
+    does a ``-m`` expression that names the marker (``-m slow``)."""
+    if config.getoption("--run-slow") or os.environ.get("CI") == "true" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason=SLOW_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

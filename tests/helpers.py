@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
+import numpy as np
+import timm
+import torch
 from PIL import Image
 
 
@@ -13,3 +17,27 @@ def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30),
             "P": color}.get(mode, (color * 30, 60, 90))
     Image.new(mode, size, fill).save(path)
     return path
+
+
+def tiny_vit() -> torch.nn.Module:
+    """A ViT-Tiny with random weights (seed 0), cut to 2 blocks on 64 px images, in eval mode:
+    every quantizer kind in a model that calibrates in about a second."""
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64).eval()
+
+
+def random_images(n: int = 4, size: int = 64, seed: int = 2) -> torch.Tensor:
+    """``n`` standard-normal "images" of ``3 × size × size`` from their own seeded generator."""
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def random_image_folder(root: Path, labels: Mapping[str, int], *, size: int = 48,
+                        rng: np.random.Generator | int = 0) -> Path:
+    """``root/images/<name>`` of random RGB pixels (drawn from ``rng``, or a generator seeded with
+    it, in the order of ``labels``) and ``root/labels.txt`` naming each image's label."""
+    rng = np.random.default_rng(rng) if isinstance(rng, int) else rng
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in labels:
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / name)
+    (root / "labels.txt").write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
+    return root

@@ -1,2 +1,6 @@
-"""The application: the command line, the end-to-end job (pipeline) and its reports.
+"""The application: the command line (``cli``: argparse over library calls), the jobs behind it
+(``jobs``: the reproduction table, the sensitivity table, evaluating a saved model), the
+end-to-end run of one method (``pipeline``), the per-layer table (``sensitivity``) and the README's
+results table made from the committed reference results, which each fresh run is compared with
+(``report``).
 Uses ``ptqlib.io`` and below; never ``ptqlib.lab``."""

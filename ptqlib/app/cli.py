@@ -1,4 +1,4 @@
-"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,export,models} ...``.
+"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,export,report,models} ...``.
 
 Every mistake ends in one line ``error: <what is wrong; what to do>`` and exit code 2; ``--debug``
 shows the stack trace instead.
@@ -6,16 +6,24 @@ shows the stack trace instead.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from ..engine.config import PTQConfig, choices, config_fields
 from ..errors import PtqlibError
+from ..io.files import check_writable, write_csv, write_json
 
-__all__ = ["main", "build_parser"]
+if TYPE_CHECKING:
+    from .pipeline import MethodRun, RunSpec
 
+__all__ = ["main", "build_parser", "CONFIG_FLAGS", "OWN_FLAGS", "REPRODUCE_METHODS", "REPRODUCE_BITS"]
+
+#: The main job (``reproduce``): its methods and (weight, activation) bit-widths.
 REPRODUCE_METHODS = ("baseptq", "ptq4vit")
 REPRODUCE_BITS = ((8, 8), (6, 6), (4, 4))
 
@@ -57,10 +65,12 @@ def _check_device(name: str) -> None:
 
 
 _gigabytes = _checked(float, lambda v: 0 < v < float("inf"), "expected a positive memory size in GB such as 8 or 0.5")
-_share = _checked(float, lambda v: 0.0 <= v <= 1.0, "expected a share from 0 to 1")
+_number = _checked(float, math.isfinite, "expected a number")
+_integer = _checked(int, lambda v: True, "expected a whole number")
 
 
 def _tokens(text: str) -> int:
+    """An argparse type: a positive integer, or 0 (which the caller reads as "all")."""
     value = _positive(text) if text.strip() != "0" else 0
     return value
 
@@ -89,21 +99,70 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                         "instead of stopping; calibration images must all be readable")
 
 
+#: PTQConfig fields with flags of their own (``--method``, ``--w-bits``, ``--a-bits``, ``--seed``).
+OWN_FLAGS = ("method", "w_bits", "a_bits", "seed")
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """``(T, True)`` for ``T | None``, else ``(hint, False)``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return hint, False
+
+
+def _flag_options(hint: Any) -> dict[str, Any]:
+    """argparse options for a PTQConfig field of type ``hint``: choices for a Literal, ``--x/--no-x``
+    for a bool, a checked number otherwise; an optional integer takes 0 for None."""
+    values = choices(hint)
+    if values:
+        return {"choices": values, "type": type(values[0])}
+    base, optional = _optional(hint)
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if base is int:
+        return {"type": _tokens if optional else _integer, "metavar": "N"}
+    if base is float:
+        return {"type": _number, "metavar": "X"}
+    return {"type": base}
+
+
+class _Flag(typing.NamedTuple):
+    """One generated method-setting flag: the PTQConfig field, the flag and its argparse options."""
+
+    field: str
+    flag: str
+    options: dict[str, Any]
+    zero_is_none: bool  # an optional integer: 0 on the command line means None
+
+
+def _config_flags() -> list[_Flag]:
+    """One flag per PTQConfig field but ``OWN_FLAGS``, with the field's help and type."""
+    flags = []
+    for f, hint in config_fields():
+        if f.name in OWN_FLAGS:
+            continue
+        options = _flag_options(hint)
+        zero_is_none = options.get("type") is _tokens
+        help_text = f.metadata.get("help", "").replace("%", "%%") + (" (0 = None)" if zero_is_none else "")
+        flags.append(_Flag(f.name, "--" + f.name.replace("_", "-"), {**options, "default": None, "help": help_text},
+                           zero_is_none))
+    return flags
+
+
+#: The method-setting flags, one per PTQConfig field (``{field: flag}``), generated from the config.
+CONFIG_FLAGS: dict[str, str] = {f.field: f.flag for f in _config_flags()}
+
+
 def _add_method_args(p: argparse.ArgumentParser, single: bool) -> None:
     if single:
         p.add_argument("--method", default="ptq4vit", help="minmax, baseptq or ptq4vit")
         p.add_argument("--w-bits", type=_bits, default=8)
         p.add_argument("--a-bits", type=_bits, default=8)
-    p.add_argument("--search", choices=("grid", "coarse_to_fine", "coarse_to_fine_local"), help="candidate search strategy")
-    p.add_argument("--max-tokens", type=_tokens, help="rows per layer used to score candidates (0 = all; default 1024)")
-    p.add_argument("--metric", choices=("mse", "l1", "hessian", "cosine", "pearson"), help="override the method's metric")
-    p.add_argument("--grad-loss", choices=("pseudo_label_ce", "label_ce", "official_kl"), help="loss behind the Hessian metric")
-    p.add_argument("--grad-norm", choices=("none", "image", "channel"), help="normalisation of the Hessian metric's gradients")
-    p.add_argument("--row-select", choices=("fisher", "random"), help="which rows --max-tokens keeps")
-    p.add_argument("--outlier-rows", type=_share, help="share of the fisher rows taken by largest input magnitude (default 0.125)")
-    p.add_argument("--matmul-granularity", choices=("tensor", "head"), help="scales of the matmul operands")
-    p.add_argument("--order", choices=("parallel", "sequential"), help="calibration order")
-    p.add_argument("--chunks", type=_positive, help="capture passes (memory/time trade-off)")
+    group = p.add_argument_group("method settings", "each replaces the value the method sets (default: the method's)")
+    for f in _config_flags():
+        group.add_argument(f.flag, dest=f.field, **f.options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,12 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="the main job: BasePTQ and PTQ4ViT at W8A8, W6A6, W4A4 next to float")
     _add_data_args(r)
     _add_method_args(r, single=False)
-    r.add_argument("--methods", default=",".join(REPRODUCE_METHODS), help="comma-separated methods")
-    r.add_argument("--bits", default=",".join(f"{w}/{a}" for w, a in REPRODUCE_BITS), help="comma-separated W/A pairs, e.g. 8/8,6/6")
+    r.add_argument("--methods", help="comma-separated methods (default: %s)" % ",".join(REPRODUCE_METHODS))
+    r.add_argument("--bits", help="comma-separated W/A pairs, e.g. 8/8,6/6 (default: %s)"
+                   % ",".join(f"{w}/{a}" for w, a in REPRODUCE_BITS))
     r.add_argument("--output-dir", type=Path, default=Path("results"))
     r.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
     r.add_argument("--sensitivity-images", type=_positive, default=500,
                    help="validation images for the sensitivity table (the first N; default 500)")
+    r.add_argument("--reference-dir", type=Path, default=Path("results/reference"), metavar="DIR",
+                   help="compare each run image by image with the record of the same configuration in "
+                        "DIR/<model>.json, if any (default results/reference)")
+    from .sweep import add_sweep_args  # reproduce --sweep FILE / --draws / --executor / --status
+
+    add_sweep_args(r)
 
     s = sub.add_parser("sensitivity", help="top-1 with one kind of quantizer switched on at a time")
     _add_data_args(s)
@@ -165,20 +231,42 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", type=Path, help="data folder laid out like shared/data (default: $PTQLIB_DATA)")
     x.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
 
+    t = sub.add_parser("report", help="the README's results table from the reference results (results/reference/)",
+                       description="Print the README's results table, rendered from DIR/<model>.json (the main "
+                                   "job's records) and DIR/official_ptq4vit.csv (the official code's numbers); "
+                                   "--promote makes a main-job result the reference first, --readme rewrites the "
+                                   "table between the README's results-table markers.")
+    t.add_argument("--promote", type=Path, metavar="JSON",
+                   help="check this main-job result (results/<model>.json) and make it the reference of its model")
+    t.add_argument("--reference-dir", type=Path, default=Path("results/reference"), metavar="DIR",
+                   help="the reference folder (default results/reference)")
+    t.add_argument("--model", default="vit_tiny_patch16_224",
+                   help="whose table (default vit_tiny_patch16_224; with --promote: the promoted file's model)")
+    t.add_argument("--readme", type=Path, metavar="PATH",
+                   help="rewrite the table between the <!-- results-table:begin/end --> lines of this file")
+
     sub.add_parser("models", help="the paper's models, their timm tags and the paper's accuracy")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("search", "max_tokens", "metric", "grad_loss", "grad_norm", "row_select", "outlier_rows", "matmul_granularity", "order", "chunks")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if out.get("max_tokens") == 0:
-        out["max_tokens"] = None  # 0 means every row
+    """The method settings given on the command line (0 for an optional integer means None), and the seed."""
+    out: dict[str, Any] = {}
+    for f in _config_flags():
+        value = getattr(args, f.field, None)
+        if value is not None:
+            out[f.field] = None if f.zero_is_none and value == 0 else value
     out["seed"] = args.seed
     return out
 
 
-def _spec(args: argparse.Namespace):
+def _config(args: argparse.Namespace, method: str, w_bits: int, a_bits: int) -> PTQConfig:
+    from ..engine.methods import get_method
+
+    return get_method(method, w_bits, a_bits, **_overrides(args))
+
+
+def _spec(args: argparse.Namespace) -> RunSpec:
     from .pipeline import RunSpec
 
     _check_device(args.device)
@@ -189,28 +277,11 @@ def _spec(args: argparse.Namespace):
                    max_memory=args.max_memory, skip_corrupt=args.skip_corrupt)
 
 
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as e:
-        raise PtqlibError(f"cannot write {path}: {e.strerror or e}; choose a writable output path") from None
-
-
-def _check_writable(path: Path) -> None:
-    """Fail now, before any work, when ``path`` cannot be created; leaves no file behind."""
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab"):
-            pass
-    except OSError as e:
-        raise PtqlibError(f"cannot write {path}: {e.strerror or e}; choose a writable output path") from None
-    if not existed:
-        path.unlink()
-
-
-SAVED_INFO = ("seed", "calib_images", "calib_files", "top1", "top5", "eval_images", "fp_top1", "skipped_images")
+def _check_outputs(*paths: Path | None) -> None:
+    """Fail before any work when an output could not be written (nothing is created or emptied)."""
+    for path in paths:
+        if path is not None:
+            check_writable(path)
 
 
 def _note_skipped(accuracy) -> None:
@@ -222,40 +293,29 @@ def _note_skipped(accuracy) -> None:
         print(note, flush=True)
 
 
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+def _table(rows: list[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     import pandas as pd
 
-    return pd.DataFrame(rows)[list(columns)].to_string(index=False)
-
-
-RESULT_COLUMNS = ("method", "w_bits", "a_bits", "top1", "top5", "fp_top1", "calib_seconds", "eval_seconds")
+    frame = pd.DataFrame(rows)
+    return (frame if columns is None else frame[list(columns)]).to_string(index=False)
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from ..engine.methods import get_method
+    from .jobs import RESULT_COLUMNS, save_run
     from .pipeline import prepare, run_method
 
-    config = get_method(args.method, args.w_bits, args.a_bits, **_overrides(args))
-    if args.output is not None:
-        _write(args.output, "")  # fail before the work, not after
-    if args.save is not None:
-        _check_writable(args.save)
+    config = _config(args, args.method, args.w_bits, args.a_bits)
+    _check_outputs(args.output, args.save)
     prepared = prepare(_spec(args), evaluate_float=not args.no_fp, progress=not args.no_progress)
-    result = run_method(prepared, config, progress=not args.no_progress)
-    cols = [c for c in RESULT_COLUMNS if c in result]
-    print(_table([result], cols))
-    _note_skipped(prepared.extra.get("last_accuracy"))
+    run = run_method(prepared, config, progress=not args.no_progress)
+    print(_table([run.result], [c for c in RESULT_COLUMNS if c in run.result]))
+    _note_skipped(run.accuracy)
     if args.save is not None:
-        from ..io.checkpoints import save_quantized
-
-        info = {k: result.get(k) for k in SAVED_INFO}
-        info["val_limit"] = args.val_limit
-        save_quantized(prepared.extra["last_model"], args.save, config, model_name=args.model, checkpoint=prepared.checkpoint,
-                       random_init=args.random_init, init_seed=args.seed, info=info)
-        result["saved"] = str(args.save)
+        save_run(run, prepared, args.save)
+        run.result["saved"] = str(args.save)
         print(f"wrote {args.save}")
     if args.output is not None:
-        _write(args.output, json.dumps(result, indent=2) + "\n")
+        write_json(args.output, run.result)
         print(f"wrote {args.output}")
     return 0
 
@@ -274,86 +334,81 @@ def _parse_bits(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..engine.methods import get_method
-    from ..io.models import paper_model
-    from .pipeline import prepare, run_method
-    from .sensitivity import sensitivity
+def _print_run(run: MethodRun) -> None:
+    r = run.result
+    print(f"{r['method']} W{r['w_bits']}A{r['a_bits']}: top-1 {r['top1']:.2f} % (float {r['fp_top1']:.2f}), "
+          f"calibration {r['calib_seconds']:.1f} s", flush=True)
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    pairs = _parse_bits(args.bits)
-    configs = [get_method(m, w, a, **_overrides(args)) for m in methods for w, a in pairs]
-    out_dir: Path = args.output_dir
-    _write(out_dir / ".write-test", "")
-    (out_dir / ".write-test").unlink()
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .jobs import ReproducePaths, reproduce, reproduce_sensitivity
+    from .pipeline import prepare
+    from .report import reference_path, reference_records
+    from .sweep import cmd_sweep, sweep_requested
+
+    if sweep_requested(args):
+        return cmd_sweep(args, _overrides(args), check_device=_check_device)
+    methods = [m.strip() for m in (args.methods or ",".join(REPRODUCE_METHODS)).split(",") if m.strip()]
+    bits = args.bits or ",".join(f"{w}/{a}" for w, a in REPRODUCE_BITS)
+    configs = [_config(args, m, w, a) for m in methods for w, a in _parse_bits(bits)]
+    sensitivity_config = None if args.no_sensitivity else _config(args, "ptq4vit", 8, 8)
+    paths = ReproducePaths.under(args.output_dir, args.model)
+    paths.check_writable(sensitivity=not args.no_sensitivity)
+    reference = reference_records(args.reference_dir, args.model)
     progress = not args.no_progress
     prepared = prepare(_spec(args), progress=progress)
-    if prepared.val is None:
-        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
-    fp = prepared.fp
+    fp = prepared.float_accuracy(progress=progress)
     print(f"float {args.model}: top-1 {fp.top1:.2f} %, top-5 {fp.top5:.2f} % on {fp.images} images")
     _note_skipped(fp)
-    results = []
-    stem = args.model.replace("/", "_")
-    for config in configs:
-        result = run_method(prepared, config, progress=progress)
-        results.append(result)
-        print(f"{config.method} W{config.w_bits}A{config.a_bits}: top-1 {result['top1']:.2f} % "
-              f"(float {result['fp_top1']:.2f}), calibration {result['calib_seconds']:.1f} s", flush=True)
-        _write(out_dir / f"{stem}.json", json.dumps(results, indent=2) + "\n")
-    import pandas as pd
-
-    paper = paper_model(args.model)
-    table = pd.DataFrame(results)[list(RESULT_COLUMNS) + ["eval_images"]]
-    if paper is not None:
-        table["paper_top1"] = [getattr(paper, f"{'base' if r['method'] == 'baseptq' else r['method']}_w{r['w_bits']}a{r['a_bits']}", None)
-                               for r in results]
-    _write(out_dir / f"{stem}.csv", table.to_csv(index=False))
+    if reference:
+        print(f"each run is compared with its record in {reference_path(args.reference_dir, args.model)}, if any")
+    rows = reproduce(prepared, configs, paths, progress=progress, on_run=_print_run, reference=reference,
+                     on_reference=lambda check: print(check.line(), flush=True))
     print()
-    print(table.to_string(index=False))
-    print(f"\nwrote {out_dir / (stem + '.csv')} and {out_dir / (stem + '.json')}")
-    if not args.no_sensitivity:
-        config = get_method("ptq4vit", 8, 8, **_overrides(args))
-        run_method(prepared, config, progress=progress)
-        model = prepared.extra.pop("last_model")
-        from torch.utils.data import Subset
-
-        from ..io.data import make_loader
-        from ..io.evaluate import evaluate
-        from ..engine.wrap import quantization_disabled
-
-        n = min(args.sensitivity_images, len(prepared.val))
-        loader = make_loader(Subset(prepared.val, range(n)), batch_size=args.batch_size, workers=args.workers,
-                             skip_corrupt=args.skip_corrupt)
-        with quantization_disabled(model):
-            fp_n = evaluate(model, loader, device=args.device, desc="float", progress=progress)
-        print(f"\nper-layer sensitivity, PTQ4ViT W8A8, first {n} images (float {fp_n.top1:.2f} %; "
+    print(_table(rows))
+    print(f"\nwrote {paths.csv} and {paths.json}")
+    if sensitivity_config is not None:
+        table = reproduce_sensitivity(prepared, sensitivity_config, args.sensitivity_images, paths.sensitivity,
+                                      progress=progress)
+        print(f"\nper-layer sensitivity, PTQ4ViT W8A8, first {table.images} images (float {table.fp.top1:.2f} %; "
               "only the named quantizers on):")
-        rows = sensitivity(model, loader, fp=fp_n, device=args.device, progress=progress)
-        _write(out_dir / f"{stem}_sensitivity_w8a8.csv", pd.DataFrame(rows).to_csv(index=False))
-        print(pd.DataFrame(rows).to_string(index=False))
+        print(_table(table.rows))
+        print(f"wrote {paths.sensitivity}")
     return 0
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from ..engine.methods import get_method
     from .pipeline import prepare, run_method
     from .sensitivity import sensitivity
 
-    config = get_method(args.method, args.w_bits, args.a_bits, **_overrides(args))
-    prepared = prepare(_spec(args), progress=not args.no_progress)
-    if prepared.val is None:
-        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA")
-    run_method(prepared, config, progress=not args.no_progress)
-    rows = sensitivity(prepared.extra.pop("last_model"), prepared.loader(), fp=prepared.fp, device=args.device,
-                       progress=not args.no_progress)
-    _note_skipped(prepared.fp)
-    print(f"float top-1 {prepared.fp.top1:.2f} %; {config.method} W{config.w_bits}A{config.a_bits}, one group at a time:")
-    print(pd.DataFrame(rows).to_string(index=False))
+    config = _config(args, args.method, args.w_bits, args.a_bits)
+    _check_outputs(args.output)
+    progress = not args.no_progress
+    prepared = prepare(_spec(args), progress=progress)
+    fp = prepared.float_accuracy(progress=progress)
+    run = run_method(prepared, config, progress=progress)
+    rows = sensitivity(run.model, prepared.loader(), fp=fp, device=args.device, progress=progress)
+    _note_skipped(fp)
+    print(f"float top-1 {fp.top1:.2f} %; {config.method} W{config.w_bits}A{config.a_bits}, one group at a time:")
+    print(_table(rows))
     if args.output is not None:
-        _write(args.output, pd.DataFrame(rows).to_csv(index=False))
+        write_csv(args.output, rows)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import promote, render_reference, update_readme
+
+    model = args.model
+    if args.promote is not None:
+        written, model = promote(args.promote, args.reference_dir)
+        print(f"wrote {written}")
+    table = render_reference(args.reference_dir, model)
+    print(table, end="")
+    if args.readme is not None:
+        changed = update_readme(args.readme, table)
+        print(f"{'rewrote the table in' if changed else 'the table is up to date in'} {args.readme}")
     return 0
 
 
@@ -364,19 +419,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     print(_table([asdict(m) for m in PAPER_MODELS], list(asdict(PAPER_MODELS[0]))))
     return 0
-
-
-def _load_saved(args: argparse.Namespace, header: dict[str, Any], root: Path | None):
-    """The model saved in ``args.quantized``, on the float weights of ``--checkpoint``, the recorded
-    checkpoint, the data folder's weights or timm's download (in that order)."""
-    from ..io.checkpoints import load_quantized
-    from ..io.models import find_checkpoint
-
-    checkpoint = args.checkpoint
-    recorded = header.get("checkpoint")
-    if checkpoint is None and not header.get("random_init") and not (recorded and Path(recorded).is_file()):
-        checkpoint = find_checkpoint(header["model"], root)
-    return load_quantized(args.quantized, checkpoint=checkpoint, device=args.device)
 
 
 def _export_images(args: argparse.Namespace, header: dict[str, Any], root: Path | None, model):
@@ -413,16 +455,15 @@ def _export_target(args: argparse.Namespace) -> Path:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from ..io.checkpoints import export_integers, load_quantized, read_header
     from ..io.data import data_root
-    from ..engine.config import PTQConfig
-    from ..io.checkpoints import export_integers, read_header
 
     _check_device(args.device)
     header = read_header(args.quantized)
     out = _export_target(args)
-    _check_writable(out)  # fail before the work, not after
+    check_writable(out)
     root = data_root(args.data)
-    model = _load_saved(args, header, root)
+    model = load_quantized(args.quantized, checkpoint=args.checkpoint, data_root=root, device=args.device)
     images = _export_images(args, header, root, model) if args.activations else None
     try:
         written = export_integers(model, out, images, config=PTQConfig(**header["config"]), device=args.device)
@@ -446,45 +487,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..io.data import DataPaths, LabeledImages, data_root, make_loader, model_transform
-    from ..io.evaluate import evaluate, skipped_record
-    from ..io.checkpoints import read_header
-    from ..io.provenance import versions
+    from .jobs import evaluate_saved
 
     _check_device(args.device)
-    header = read_header(args.quantized)
-    if args.output is not None:
-        _write(args.output, "")  # fail before the work, not after
-    root = data_root(args.data)
-    paths = DataPaths.from_root(root) if root is not None else None
-    val_dir = args.val_dir or (paths.val_dir if paths else None)
-    if val_dir is None:
-        raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding imagenet-val-1300/")
-    model = _load_saved(args, header, root)
-    val = LabeledImages(val_dir, transform=model_transform(model), limit=args.val_limit)
-    desc = f"{header['method']} W{header['w_bits']}A{header['a_bits']}"
-    acc = evaluate(model, make_loader(val, args.batch_size, args.workers, skip_corrupt=args.skip_corrupt),
-                   device=args.device, desc=desc, progress=not args.no_progress)
-    saved = header.get("info") or {}
-    result = {"model": header["model"], "quantized": str(args.quantized), "method": header["method"],
-              "w_bits": header["w_bits"], "a_bits": header["a_bits"], "eval_images": acc.images,
-              "top1": round(acc.top1, 2), "top5": round(acc.top5, 2), "eval_seconds": round(acc.seconds, 2),
-              "skipped_images": skipped_record(acc), "saved_top1": saved.get("top1"), "saved_eval_images": saved.get("eval_images"),
-              "seed": saved.get("seed"), "calib_files": saved.get("calib_files"), "config": header["config"],
-              "versions": versions(), "saved_versions": header.get("versions")}
+    _check_outputs(args.output)
+    done = evaluate_saved(args.quantized, checkpoint=args.checkpoint, data=args.data, val_dir=args.val_dir,
+                          val_limit=args.val_limit, device=args.device, batch_size=args.batch_size,
+                          workers=args.workers, skip_corrupt=args.skip_corrupt, progress=not args.no_progress)
+    result = done.result
     print(_table([result], ["method", "w_bits", "a_bits", "top1", "top5", "eval_images", "saved_top1"]))
-    _note_skipped(acc)
-    if saved.get("top1") is not None and saved.get("eval_images") == acc.images:
-        same = result["top1"] == saved["top1"]
-        print(f"top-1 {'equals' if same else 'differs from'} the {saved['top1']:.2f} % measured when the model was saved")
+    _note_skipped(done.accuracy)
+    if done.same_as_saved is not None:
+        print(f"top-1 {'equals' if done.same_as_saved else 'differs from'} the {result['saved_top1']:.2f} % "
+              "measured when the model was saved")
     if args.output is not None:
-        _write(args.output, json.dumps(result, indent=2) + "\n")
+        write_json(args.output, result)
         print(f"wrote {args.output}")
     return 0
 
 
 COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity,
-            "evaluate": _cmd_evaluate, "export": _cmd_export, "models": _cmd_models}
+            "evaluate": _cmd_evaluate, "export": _cmd_export, "report": _cmd_report, "models": _cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,19 +2,21 @@
 
 ``prepare`` resolves data and model once (explicit paths first, then ``PTQLIB_DATA``), and
 ``run_method`` quantizes a fresh copy of the float model with one config and evaluates it, so a
-table of methods × bit-widths shares one float evaluation.
+table of methods × bit-widths shares one float evaluation. ``run_method`` returns everything it
+made (:class:`MethodRun`): the result record, the calibrated model, the calibration report and
+the accuracy.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..engine.calibrate import DEFAULT_MICRO_BATCH, calibrate
+from ..engine.calibrate import DEFAULT_MICRO_BATCH, CalibrationReport, calibrate
 from ..engine.config import PTQConfig
 from ..io.data import DataPaths, LabeledImages, calibration_batch, data_root, make_loader, model_transform, read_list
 from ..errors import PtqlibError
@@ -23,7 +25,7 @@ from ..io.models import find_checkpoint, load_model
 from ..io.provenance import engine_fingerprint, versions
 from ..engine.wrap import quantize_model
 
-__all__ = ["RunSpec", "Prepared", "prepare", "run_method"]
+__all__ = ["RunSpec", "Prepared", "MethodRun", "prepare", "run_method"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class RunSpec:
 
     ``skip_corrupt`` leaves undecodable *validation* images out of every evaluation (results record
     them under ``skipped_images``); an undecodable calibration image always stops the run.
+    ``calib_seed`` seeds the random calibration sample (drawn when no list file applies) apart
+    from ``seed``; None uses ``seed`` (a sweep's calibration draws vary only this).
     """
 
     model: str = "vit_tiny_patch16_224"
@@ -44,6 +48,7 @@ class RunSpec:
     val_dir: Path | None = None
     val_limit: int | None = None
     seed: int = 0
+    calib_seed: int | None = None
     device: str = "cpu"
     batch_size: int = 64
     workers: int = 0
@@ -64,13 +69,37 @@ class Prepared:
     calib_files: list[str]
     val: LabeledImages | None
     fp: Accuracy | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validation(self) -> LabeledImages:
+        """The validation images; PtqlibError when none were found."""
+        if self.val is None:
+            raise PtqlibError("no validation images: pass --val-dir DIR or set PTQLIB_DATA to a folder holding "
+                              "imagenet-val-1300/")
+        return self.val
 
     def loader(self) -> torch.utils.data.DataLoader:
-        assert self.val is not None
-        return make_loader(self.val, batch_size=self.spec.batch_size, workers=self.spec.workers,
+        """A loader over the validation images, with the spec's batch size and workers."""
+        return make_loader(self.validation(), batch_size=self.spec.batch_size, workers=self.spec.workers,
                            skip_corrupt=self.spec.skip_corrupt)
 
+    def float_accuracy(self, *, progress: bool = True) -> Accuracy:
+        """The float model's accuracy (evaluated now if :func:`prepare` skipped it)."""
+        if self.fp is None:
+            self.fp = evaluate(self.model, self.loader(), device=self.spec.device, desc="float", progress=progress)
+        return self.fp
+
+
+@dataclass
+class MethodRun:
+    """What :func:`run_method` made: the JSON-ready result record, the calibrated model, the config
+    calibration actually used (``report.config``), the calibration report and the quantized
+    model's accuracy (None without validation images)."""
+
+    result: dict[str, Any]
+    model: nn.Module
+    config: PTQConfig
+    report: CalibrationReport
+    accuracy: Accuracy | None
 
 
 def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True) -> Prepared:
@@ -93,7 +122,8 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
         if spec.calib_size <= len(read_list(paths.calib_list)):
             calib_list = paths.calib_list
     calib_set = LabeledImages(calib_dir, transform=transform)
-    images, labels, files = calibration_batch(calib_set, spec.calib_size, list_file=calib_list, seed=spec.seed)
+    images, labels, files = calibration_batch(calib_set, spec.calib_size, list_file=calib_list,
+                                             seed=spec.seed if spec.calib_seed is None else spec.calib_seed)
 
     val_dir = spec.val_dir or (paths.val_dir if paths else None)
     val = None
@@ -105,41 +135,48 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
     return prepared
 
 
-def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Quantize a copy of the float model with ``config``, evaluate it, return the result record."""
+def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) -> MethodRun:
+    """Quantize a copy of the float model with ``config``, calibrate and evaluate it.
+
+    The float model in ``prepared`` is not changed, so one :class:`Prepared` serves any number
+    of configs.
+    """
     spec = prepared.spec
     torch.manual_seed(spec.seed)
     model = quantize_model(copy.deepcopy(prepared.model), config)
     report = calibrate(model, prepared.calib_images, config, labels=prepared.calib_labels,
                        device=spec.device, micro_batch=spec.micro_batch, progress=progress,
                        max_memory=spec.max_memory)
+    used = report.config  # what calibration actually ran with (the memory guard may raise chunks)
     result: dict[str, Any] = {
         "model": spec.model,
         "checkpoint": str(prepared.checkpoint) if prepared.checkpoint else None,
         "random_init": spec.random_init,
-        "method": config.method,
-        "w_bits": config.w_bits,
-        "a_bits": config.a_bits,
+        "method": used.method,
+        "w_bits": used.w_bits,
+        "a_bits": used.a_bits,
         "calib_images": int(prepared.calib_images.shape[0]),
         "calib_seconds": round(report.seconds, 2),
         "candidate_evaluations": report.evaluations,
         "capture_passes": report.passes,
     }
+    accuracy = None
     if prepared.val is not None:
-        t = evaluate(model, prepared.loader(), device=spec.device, desc=f"{config.method} W{config.w_bits}A{config.a_bits}", progress=progress)
+        accuracy = evaluate(model, prepared.loader(), device=spec.device,
+                            desc=f"{used.method} W{used.w_bits}A{used.a_bits}", progress=progress)
         fp = prepared.fp
         result.update({
-            "eval_images": t.images,
+            "eval_images": accuracy.images,
             "fp_top1": None if fp is None else round(fp.top1, 2),
             "fp_top5": None if fp is None else round(fp.top5, 2),
-            "top1": round(t.top1, 2),
-            "top5": round(t.top5, 2),
-            "eval_seconds": round(t.seconds, 2),
+            "top1": round(accuracy.top1, 2),
+            "top5": round(accuracy.top5, 2),
+            "eval_seconds": round(accuracy.seconds, 2),
             "fp_eval_seconds": None if fp is None else round(fp.seconds, 2),
-            "skipped_images": skipped_record(t),
+            "skipped_images": skipped_record(accuracy),
+            "predictions": list(accuracy.predictions),  # per image, for paired comparisons (ptqlib.core.stats)
+            "labels": list(accuracy.labels),
         })
-        prepared.extra["last_accuracy"] = t
-    result.update({"engine": engine_fingerprint(), "seed": spec.seed, "device": spec.device, "config": config.to_dict(),
+    result.update({"engine": engine_fingerprint(), "seed": spec.seed, "device": spec.device, "config": used.to_dict(),
                    "calib_files": prepared.calib_files, "versions": versions()})
-    prepared.extra["last_model"] = model
-    return result
+    return MethodRun(result=result, model=model, config=used, report=report, accuracy=accuracy)

@@ -30,7 +30,7 @@ def quantizer_groups(model: nn.Module) -> dict[str, list[Quantizer]]:
             continue
         for attr, operand in _OPERAND.items():
             q = getattr(layer, attr, None)
-            if isinstance(q, Quantizer) and q.version > 0:
+            if isinstance(q, Quantizer) and q.calibrated:
                 groups.setdefault(f"{layer.role} {operand}", []).append(q)
                 (weights if operand == "weight" else acts).append(q)
     groups["all weights"] = weights

@@ -39,6 +39,8 @@ parts, and its GELU quantizer lets the two steps have any ratio); ours are corre
 """
 from __future__ import annotations
 
+from typing import ClassVar, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,10 +58,13 @@ __all__ = [
     "twin_gelu_codes",
     "twin_gelu_dequantize",
     "twin_gelu_fake",
+    "minmax_step",
     "Quantizer",
     "UniformQuantizer",
     "TwinSoftmaxQuantizer",
     "TwinGeluQuantizer",
+    "QUANTIZER_KINDS",
+    "quantizer_for_layout",
 ]
 
 
@@ -99,6 +104,16 @@ def _clamp_round(t: Tensor, lo: float, hi: float) -> Tensor:
 def _times(levels: Tensor, step: Tensor) -> Tensor:
     """``levels · step``, in place when no gradient is needed (``levels`` is a fresh temporary)."""
     return levels * step if levels.requires_grad or step.requires_grad else levels.mul_(step)
+
+
+def minmax_step(absmax: Tensor | float, bits: int, signed: bool = True, floor: float = 1e-8) -> Tensor:
+    """The min-max step ``max|x| / qmax``: the largest magnitude maps to the largest code
+    (``qmax = 2^(k-1) - 1`` signed, ``2^k - 1`` unsigned), at least ``floor``.
+
+    >>> minmax_step(torch.tensor(2.54), 8), minmax_step(2.55, 8, signed=False)
+    (tensor(0.0200), tensor(0.0100))
+    """
+    return (torch.as_tensor(absmax).float() / qrange(bits, signed)[1]).clamp_min(floor)
 
 
 # ----------------------------------------------------------------------------- uniform
@@ -254,9 +269,20 @@ def twin_gelu_fake(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> 
 class Quantizer(nn.Module):
     """A fake quantizer: identity while ``enabled`` is False, else ``fake(x)``.
 
-    A quantizer's state is its data (``bits``, scales, ``enabled``); calibration computes that
-    data elsewhere and sets it. Subclasses define :meth:`fake`, :meth:`codes`, :meth:`dequantize`.
+    A quantizer's state is its data: ``bits``, its parameters (buffers such as ``scale`` and
+    ``m``), ``enabled`` and ``calibrated`` (set by :meth:`set`). Each subclass owns everything
+    that depends on its kind, so nothing else switches over kinds:
+
+    * the maths: :meth:`fake_with` (any parameters, broadcasting over candidates), :meth:`codes`,
+      :meth:`dequantize`, and the integer :attr:`layout` with its :meth:`code_range`;
+    * calibration: :meth:`minmax_params` (start values from capture statistics) and
+      :meth:`search_space` (which parameters a search sets, and over which values);
+    * description: :meth:`steps`, :meth:`level_groups`, :meth:`label`, :meth:`code_fields`.
     """
+
+    kind: ClassVar[str]
+    #: The integer layouts this kind writes, with the documentation the export header carries.
+    layouts: ClassVar[dict[str, str]]
 
     def __init__(self, bits: int) -> None:
         super().__init__()
@@ -264,13 +290,41 @@ class Quantizer(nn.Module):
             raise ValueError(f"bits must be an integer in 2..16, got {bits!r}")
         self.bits = bits
         self.enabled = False
+        self.calibrated = False  # set() was called: the parameters are calibrated ones
         self.version = 0  # bumped by set(): lets layers cache quantized weights safely
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fake(x) if self.enabled else x
 
-    def fake(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+    # ---- parameters
+
+    def params(self) -> dict[str, Tensor]:
+        """The current parameters by name (the buffers :meth:`set` takes)."""
+        return dict(self.named_buffers(recurse=False))
+
+    def set(self, *, enabled: bool = True, **params: Tensor | int | float) -> "Quantizer":
+        """Set the parameters (by name), mark the quantizer calibrated and (by default) enable it; returns self."""
+        current = self.params()
+        if set(params) != set(current):
+            raise TypeError(f"{type(self).__name__}.set takes {', '.join(sorted(current))}, got {', '.join(sorted(params))}")
+        new = {name: torch.as_tensor(value, dtype=current[name].dtype).detach() for name, value in params.items()}
+        if "scale" in new and not torch.all(torch.isfinite(new["scale"]) & (new["scale"] > 0)):
+            raise ValueError("quantizer scales must be finite and positive")
+        for name, t in new.items():  # all checked before any is set: a failed set changes nothing
+            setattr(self, name, t.to(current[name].device))
+        self.enabled = enabled
+        self.calibrated = True
+        self.version += 1
+        return self
+
+    # ---- maths
+
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:  # pragma: no cover - abstract
+        """Fake-quantize ``x`` with ``params`` in place of this quantizer's own (they broadcast)."""
         raise NotImplementedError
+
+    def fake(self, x: Tensor) -> Tensor:
+        return self.fake_with(x, self.params())
 
     def codes(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -278,8 +332,58 @@ class Quantizer(nn.Module):
     def dequantize(self, codes: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def layout(self) -> str:
+        """The name of this quantizer's integer layout (a key of :attr:`layouts`)."""
+        return next(iter(self.layouts))
+
+    def code_range(self) -> tuple[int, int]:
+        """The smallest and largest code (as a k-bit field: twin codes are unsigned)."""
+        return 0, 2**self.bits - 1
+
+    @classmethod
+    def build(cls, bits: int, *, signed: bool = True, **params: Tensor | int | float) -> "Quantizer":
+        """A calibrated quantizer of this kind from plain values; parameters it lacks are ignored
+        (so one call site can build any kind from ``scale``, ``m`` and ``signed``)."""
+        q = cls(bits)
+        return q.set(**{k: v for k, v in params.items() if k in q.params()})
+
+    @classmethod
+    def from_layout(cls, layout: str, bits: int, params: Mapping[str, Tensor]) -> "Quantizer":
+        """A calibrated quantizer of ``layout`` with ``params`` (to give exported codes values)."""
+        return cls.build(bits, **params)
+
+    # ---- calibration
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """Start parameters from capture statistics (``absmax``, and ``max`` / ``min`` where kept),
+        one per channel of the statistics' shape."""
+        raise NotImplementedError
+
+    def search_space(self) -> dict[str, Tensor | None]:
+        """The parameters a search sets, in order: each maps to its candidate values, or None for
+        the config's multiplier grid times the min-max value."""
+        return {"scale": None}
+
+    # ---- description
+
+    def steps(self) -> dict[str, float]:  # pragma: no cover - abstract
+        """The quantization steps by range name (per-tensor parameters)."""
+        raise NotImplementedError
+
+    def level_groups(self) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        """The representable values by range (what a grid drawn over a histogram shows)."""
+        raise NotImplementedError
+
+    def label(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        """What the bits of one code mean (for tables that spell codes out); none for uniform."""
+        return {}
+
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, enabled={self.enabled}"
+        return f"bits={self.bits}, enabled={self.enabled}, calibrated={self.calibrated}"
 
 
 class UniformQuantizer(Quantizer):
@@ -290,23 +394,19 @@ class UniformQuantizer(Quantizer):
     tensor([0.2500, 1.7500])
     """
 
+    kind = "uniform"
+    layouts = {
+        "uniform_signed": "two's complement k-bit integer q in [-2^(k-1), 2^(k-1)-1]; value = q * scale",
+        "uniform_unsigned": "k-bit integer q in [0, 2^k-1]; value = q * scale",
+    }
+
     def __init__(self, bits: int, signed: bool = True) -> None:
         super().__init__(bits)
         self.signed = signed
         self.register_buffer("scale", torch.ones(()))
 
-    def set(self, scale: Tensor, enabled: bool = True) -> "UniformQuantizer":
-        """Set the step(s) and enable; returns self."""
-        scale = torch.as_tensor(scale, dtype=torch.float32).detach()
-        if not torch.all(torch.isfinite(scale) & (scale > 0)):
-            raise ValueError("quantizer scales must be finite and positive")
-        self.scale = scale.to(self.scale.device)
-        self.enabled = enabled
-        self.version += 1
-        return self
-
-    def fake(self, x: Tensor) -> Tensor:
-        return uniform_fake(x, self.scale, self.bits, self.signed)
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return uniform_fake(x, params["scale"], self.bits, self.signed)
 
     def codes(self, x: Tensor) -> Tensor:
         return uniform_codes(x, self.scale, self.bits, self.signed)
@@ -314,30 +414,58 @@ class UniformQuantizer(Quantizer):
     def dequantize(self, codes: Tensor) -> Tensor:
         return uniform_dequantize(codes, self.scale)
 
+    @property
+    def layout(self) -> str:
+        return "uniform_signed" if self.signed else "uniform_unsigned"
+
+    def code_range(self) -> tuple[int, int]:
+        return qrange(self.bits, self.signed)
+
+    @classmethod
+    def build(cls, bits: int, *, signed: bool = True, **params: Tensor | int | float) -> "Quantizer":
+        q = cls(bits, signed=signed)
+        return q.set(**{k: v for k, v in params.items() if k in q.params()})
+
+    @classmethod
+    def from_layout(cls, layout: str, bits: int, params: Mapping[str, Tensor]) -> "Quantizer":
+        return cls.build(bits, signed=layout == "uniform_signed", **params)
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"scale": minmax_step(stats["absmax"], self.bits, self.signed)}
+
+    def steps(self) -> dict[str, float]:
+        return {"step": float(self.scale)}
+
+    def level_groups(self) -> dict[str, Tensor]:
+        lo, hi = qrange(self.bits, self.signed)
+        return {"uniform": torch.arange(lo, hi + 1, dtype=torch.float64) * float(self.scale)}
+
+    def label(self) -> str:
+        return f"uniform {self.bits}-bit ({'signed' if self.signed else 'unsigned'}), Δ={float(self.scale):.3g}"
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, signed={self.signed}, scale_shape={tuple(self.scale.shape)}"
 
 
 class TwinSoftmaxQuantizer(Quantizer):
     """Twin-uniform quantizer for post-softmax values in [0, 1]; ``m`` (per tensor or head) sets
-    the fine step ``Δ1 = 2^-(k-1) / 2^m``.
+    the fine step ``Δ1 = 2^-(k-1) / 2^m``. Its splits are ``m = 0..k-1``: up to ``k-1`` the fine
+    range ends on a coarse level, so the quantizer stays monotone.
 
     >>> TwinSoftmaxQuantizer(4).set(m=2)(torch.tensor([0.10, 0.30]))
     tensor([0.0938, 0.2500])
     """
 
+    kind = "twin-softmax"
+    layouts = {"twin_softmax": "bit k-1: range bit r, bits 0..k-2: magnitude q; "
+                               "value = q * 2^-(k-1) if r = 1 else q * 2^-(k-1) / 2^m"}
+
     def __init__(self, bits: int) -> None:
         super().__init__(bits)
         self.register_buffer("m", torch.zeros((), dtype=torch.int64))
 
-    def set(self, m: Tensor | int, enabled: bool = True) -> "TwinSoftmaxQuantizer":
-        self.m = torch.as_tensor(m, dtype=torch.int64).detach().to(self.m.device)
-        self.enabled = enabled
-        self.version += 1
-        return self
-
-    def fake(self, x: Tensor) -> Tensor:
-        return twin_softmax_fake(x, self.bits, self.m)
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return twin_softmax_fake(x, self.bits, params["m"])
 
     def codes(self, x: Tensor) -> Tensor:
         return twin_softmax_codes(x, self.bits, self.m)
@@ -345,35 +473,102 @@ class TwinSoftmaxQuantizer(Quantizer):
     def dequantize(self, codes: Tensor) -> Tensor:
         return twin_softmax_dequantize(codes, self.bits, self.m)
 
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"m": torch.full_like(stats["absmax"].float(), float(self.bits // 2))}
+
+    def search_space(self) -> dict[str, Tensor | None]:
+        return {"m": torch.arange(0, self.bits, dtype=torch.float32)}
+
+    def steps(self) -> dict[str, float]:
+        d1, d2 = twin_softmax_steps(self.bits, self.m)
+        return {"fine": float(d1), "coarse": float(d2)}
+
+    def level_groups(self) -> dict[str, Tensor]:
+        i = torch.arange(2 ** (self.bits - 1), dtype=torch.float64)
+        s = self.steps()
+        return {"fine range R1": i * s["fine"], "coarse range R2": i * s["coarse"]}
+
+    def label(self) -> str:
+        s = self.steps()
+        return f"twin-uniform {self.bits}-bit, Δ1=Δ2/2^{int(self.m)}={s['fine']:.3g}, Δ2={s['coarse']:.3g}"
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        coarse = code >> (self.bits - 1)
+        return {"range bit": coarse, "magnitude": code & (2 ** (self.bits - 1) - 1),
+                "step": self.steps()["coarse" if coarse else "fine"]}
+
 
 class TwinGeluQuantizer(Quantizer):
     """Twin-uniform quantizer for post-GELU values: ``scale`` for positives and
-    ``scale / 2^m`` for negatives.
+    ``scale / 2^m`` for negatives, ``m`` in -2..12.
 
     >>> TwinGeluQuantizer(4).set(scale=torch.tensor(0.5), m=3)(torch.tensor([1.3, -0.1]))
     tensor([ 1.5000, -0.1250])
     """
+
+    kind = "twin-gelu"
+    layouts = {"twin_gelu": "bit k-1: sign bit s, bits 0..k-2: magnitude q; "
+                            "value = -q * scale / 2^m if s = 1 else q * scale"}
+    #: The splits searched: Δn = Δp / 2^m from 4·Δp down to Δp / 4096.
+    SPLITS = torch.arange(-2, 13, dtype=torch.float32)
 
     def __init__(self, bits: int) -> None:
         super().__init__(bits)
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("m", torch.zeros((), dtype=torch.int64))
 
-    def set(self, scale: Tensor, m: Tensor | int, enabled: bool = True) -> "TwinGeluQuantizer":
-        scale = torch.as_tensor(scale, dtype=torch.float32).detach()
-        if not torch.all(torch.isfinite(scale) & (scale > 0)):
-            raise ValueError("quantizer scales must be finite and positive")
-        self.scale = scale.to(self.scale.device)
-        self.m = torch.as_tensor(m, dtype=torch.int64).detach().to(self.scale.device)
-        self.enabled = enabled
-        self.version += 1
-        return self
+    def set(self, *, enabled: bool = True, **params: Tensor | int | float) -> "Quantizer":
+        if "m" in params and "scale" in params:  # m is an integer: keep it on the scale's device
+            params["m"] = torch.as_tensor(params["m"]).to(torch.as_tensor(params["scale"]).device)
+        return super().set(enabled=enabled, **params)
 
-    def fake(self, x: Tensor) -> Tensor:
-        return twin_gelu_fake(x, self.bits, self.scale, self.m)
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return twin_gelu_fake(x, self.bits, params["scale"], params["m"])
 
     def codes(self, x: Tensor) -> Tensor:
         return twin_gelu_codes(x, self.bits, self.scale, self.m)
 
     def dequantize(self, codes: Tensor) -> Tensor:
         return twin_gelu_dequantize(codes, self.bits, self.scale, self.m)
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Δp from the largest value; the split whose negative step just covers the smallest."""
+        scale = minmax_step(stats["max"].clamp_min(1e-6), self.bits)
+        need = (stats["min"].abs().clamp_min(1e-6) / (2 ** (self.bits - 1) - 1)).float()
+        m = torch.floor(torch.log2(scale / need)).clamp(self.SPLITS[0], self.SPLITS[-1])
+        return {"scale": scale, "m": m}
+
+    def search_space(self) -> dict[str, Tensor | None]:
+        return {"scale": None, "m": self.SPLITS}
+
+    def steps(self) -> dict[str, float]:
+        return {"positive": float(self.scale), "negative": float(self.scale) * 2.0 ** -int(self.m)}
+
+    def level_groups(self) -> dict[str, Tensor]:
+        i = torch.arange(2 ** (self.bits - 1), dtype=torch.float64)
+        s = self.steps()
+        return {"positive": i * s["positive"], "negative": -i * s["negative"]}
+
+    def label(self) -> str:
+        s = self.steps()
+        return f"twin-uniform {self.bits}-bit, Δp={s['positive']:.3g}, Δn=Δp/2^{int(self.m)}={s['negative']:.3g}"
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        negative = code >> (self.bits - 1)
+        return {"sign bit": negative, "magnitude": code & (2 ** (self.bits - 1) - 1),
+                "step": self.steps()["negative" if negative else "positive"]}
+
+
+#: Every quantizer kind, by its ``kind`` name. A new kind is one class added here.
+QUANTIZER_KINDS: dict[str, type[Quantizer]] = {
+    cls.kind: cls for cls in (UniformQuantizer, TwinSoftmaxQuantizer, TwinGeluQuantizer)
+}
+
+
+def quantizer_for_layout(layout: str, bits: int, params: Mapping[str, Tensor]) -> Quantizer:
+    """The calibrated quantizer that writes integer ``layout`` with ``params`` (ValueError if none)."""
+    for cls in QUANTIZER_KINDS.values():
+        if layout in cls.layouts:
+            return cls.from_layout(layout, bits, params)
+    known = [name for cls in QUANTIZER_KINDS.values() for name in cls.layouts]
+    raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(known)}")

@@ -9,6 +9,8 @@ each scoring candidates ``Δ = m · Δ₀`` (``m`` on the grid of ``search.py``)
 metric between the float output ``O`` and the quantized output ``Ô``. Twin-uniform quantizers
 also search their split ``m`` (``Δ1 = Δ2 / 2^m`` for softmax, ``Δn = Δp / 2^m`` for GELU).
 Per-channel and per-head scales are searched for all channels at once: the metrics are separable.
+Which parameters a quantizer has, where they start and which values are searched is the
+quantizer's own business (``Quantizer.minmax_params`` and ``Quantizer.search_space``).
 
 :func:`calibrate` returns the scales (a plain dict) and :func:`apply_scales` sets them; layers
 hold no calibration state machine.
@@ -31,16 +33,7 @@ from ..errors import PtqlibError
 from .guards import check_finite_captures, check_finite_images, check_finite_weights, guard_memory
 from .layers import QuantConv2d, QuantLinear, QuantMatMul
 from ..core.metrics import get_metric
-from ..core.quant import (
-    Quantizer,
-    TwinGeluQuantizer,
-    TwinSoftmaxQuantizer,
-    UniformQuantizer,
-    qrange,
-    twin_gelu_fake,
-    twin_softmax_fake,
-    uniform_fake,
-)
+from ..core.quant import Quantizer, minmax_step, uniform_fake
 from ..core.search import linear_grid, search
 from .wrap import Site, sites
 
@@ -59,18 +52,14 @@ SMALL_SITE = 1 << 24
 #: Elements of candidate outputs evaluated at once. Kept small (8 MB of float32): larger
 #: temporaries are mmap-allocated by glibc and page-faulted on every op, several times slower.
 CANDIDATE_BUDGET = 1 << 21
-#: Splits searched for twin softmax: m <= k-1 keeps the quantizer monotone (R1 ends on a Δ2 level).
-def _softmax_splits(bits: int) -> Tensor:
-    return torch.arange(0, bits, dtype=torch.float32)
-
-
-TWIN_GELU_SPLITS = torch.arange(-2, 13, dtype=torch.float32)
 
 
 @dataclass
 class CalibrationReport:
-    """What :func:`calibrate` found and what it cost."""
+    """What :func:`calibrate` found and what it cost; ``config`` is the recipe actually used (the
+    memory guard may have raised ``chunks``; sequential order scores random rows)."""
 
+    config: PTQConfig
     scales: Scales
     seconds: float
     evaluations: int
@@ -79,15 +68,6 @@ class CalibrationReport:
     capture_seconds: float = 0.0
     search_seconds: float = 0.0
     per_site_evaluations: dict[str, int] = field(default_factory=dict)
-
-
-def _qmax(bits: int, signed: bool) -> int:
-    return qrange(bits, signed)[1]
-
-
-def _step(absmax: Tensor, bits: int, signed: bool = True) -> Tensor:
-    """Min-max step: the largest magnitude maps to the largest code."""
-    return (absmax.float() / _qmax(bits, signed)).clamp_min(1e-8)
 
 
 def _chunk(per_candidate: int) -> int:
@@ -137,24 +117,48 @@ class _Tally:
         return best
 
 
-# ----------------------------------------------------------------------------- input quantizers
+# ----------------------------------------------------------------------------- one operand
 
 
-def _fake_input(q: Quantizer, x: Tensor, p: dict[str, Tensor]) -> Tensor:
-    """Quantize ``x`` as quantizer ``q`` would with parameters ``p`` (broadcasting over candidates)."""
-    if isinstance(q, TwinGeluQuantizer):
-        return twin_gelu_fake(x, q.bits, p["scale"], p["m"])
-    if isinstance(q, TwinSoftmaxQuantizer):
-        return twin_softmax_fake(x, q.bits, p["m"])
-    assert isinstance(q, UniformQuantizer)
-    return uniform_fake(x, p["scale"], q.bits, q.signed)
+def _search_operand(
+    tally: _Tally, q: Quantizer, params: dict[str, Tensor], start: dict[str, Tensor], previous: dict[str, Tensor],
+    score: Callable[[str, Tensor], Tensor], channels: int, config: PTQConfig, chunk: int, *, tag: str,
+    given: tuple[Tensor, ...], exhaustive: bool = False,
+) -> None:
+    """Search each parameter of ``q``'s :meth:`~Quantizer.search_space` in turn, updating ``params``.
+
+    ``score(key, values)`` scores candidate values ``(K, channels)`` of parameter ``key`` with
+    the others as in ``params``. A parameter without fixed candidates is searched on the config's
+    multiplier grid around its start value (``previous`` keeps the multipliers found, for
+    ``coarse_to_fine_local``); fixed candidates (twin splits) are scored exhaustively. ``given``
+    is what the scores depend on outside this operand.
+    """
+    for key, fixed in q.search_space().items():
+        others = tuple(v for k, v in params.items() if k != key)
+        if fixed is None:
+            grid = linear_grid(config.alpha, config.beta, config.n)
+            mult = tally.search(lambda v: score(key, v), grid, channels, config, chunk, previous.get(key), exhaustive,
+                                f"{tag}.{key}", given + others)
+            previous[key] = mult
+            params[key] = start[key] * mult.reshape(start[key].shape)
+        else:
+            found = tally.search(lambda v: score(key, v), fixed, channels, config.replace(search="grid"), chunk,
+                                 tag=f"{tag}.{key}", given=given + others)
+            params[key] = found.reshape(start[key].shape)
 
 
-def _gelu_split(scale_pos: Tensor, most_negative: Tensor, bits: int) -> Tensor:
-    """The split ``m`` whose negative step ``Δp / 2^m`` just covers ``most_negative``."""
-    n = 2 ** (bits - 1)
-    need = (most_negative.abs().clamp_min(1e-6) / (n - 1)).float()
-    return torch.floor(torch.log2(scale_pos / need)).clamp(TWIN_GELU_SPLITS[0], TWIN_GELU_SPLITS[-1])
+def _candidate(start: Tensor, values: Tensor, multiplied: bool) -> Tensor:
+    return start * values if multiplied else values
+
+
+def _final(q: Quantizer, params: dict[str, Tensor], shape: tuple[int, ...]) -> dict[str, Tensor]:
+    """Parameters in the quantizer's own shape and dtype (integer splits rounded)."""
+    own = q.params()
+    out = {}
+    for k, v in params.items():
+        v = v.reshape(shape)
+        out[k] = v.round().to(own[k].dtype) if not own[k].dtype.is_floating_point else v
+    return out
 
 
 # ----------------------------------------------------------------------------- Linear
@@ -168,19 +172,16 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
     groups = {"channel": out_features, "qkv": 3, "tensor": 1}[layer.weight_granularity]
     per_group = out_features // groups
     wq_bits = layer.weight_quant.bits
-    w_step0 = _step(w.reshape(groups, -1).abs().amax(1), wq_bits)  # (groups,)
+    w_step0 = minmax_step(w.reshape(groups, -1).abs().amax(1), wq_bits)  # (groups,)
 
     def rows(step_per_group: Tensor) -> Tensor:  # (..., groups) -> (..., out, 1)
         return step_per_group.repeat_interleave(per_group, dim=-1).unsqueeze(-1)
 
     iq = layer.input_quant
-    if isinstance(iq, TwinGeluQuantizer):
-        a_params = {"scale": _step(cap.stats["max"].clamp_min(1e-6), iq.bits)}
-        a_params["m"] = _gelu_split(a_params["scale"], cap.stats["min"], iq.bits)
-    else:
-        a_params = {"scale": _step(cap.stats["absmax"], iq.bits, iq.signed)}
+    a_params = iq.minmax_params(cap.stats)
+    a_start, a_prev = dict(a_params), {}
+    multiplied = {k: v is None for k, v in iq.search_space().items()}
     w_step = w_step0
-    a_step0 = a_params["scale"]
 
     if config.rounds > 0:
         out = F.linear(x, w, b)
@@ -190,9 +191,9 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
         grid = linear_grid(config.alpha, config.beta, config.n)
         chunk = _chunk(t * out_features)
         small = t * w.numel() <= SMALL_SITE  # e.g. the head: one row per image
-        w_mult = a_mult = None
+        w_mult = None
         for _ in range(config.rounds):
-            xq = _fake_input(iq, x, a_params)
+            xq = iq.fake_with(x, a_params)
 
             def score_w(mults: Tensor) -> Tensor:
                 wq = uniform_fake(w, rows(w_step0 * mults), wq_bits)  # (K, out, in)
@@ -205,28 +206,21 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
             w_step = w_step0 * w_mult
             wq_t = uniform_fake(w, rows(w_step), wq_bits).t()
 
-            def score_a(values: Tensor, key: str) -> Tensor:
+            def score_a(key: str, values: Tensor) -> Tensor:
                 k = values.shape[0]
                 p = dict(a_params)
-                p[key] = (a_step0 * values[:, 0]) if key == "scale" else values[:, 0]
+                p[key] = _candidate(a_start[key], values[:, 0], multiplied[key])
                 p = {kk: (v.view(k, 1, 1) if v.ndim == 1 else v) for kk, v in p.items()}
-                o_hat = torch.matmul(_fake_input(iq, x.unsqueeze(0), p), wq_t)
+                o_hat = torch.matmul(iq.fake_with(x.unsqueeze(0), p), wq_t)
                 if b is not None:
                     o_hat = o_hat + b
                 return metric(out, o_hat, g).view(k, 1)
 
-            a_mult = tally.search(lambda v: score_a(v, "scale"), grid, 1, config, chunk, a_mult, small,
-                                  "a", (w_mult, *(v for k, v in a_params.items() if k != "scale")))
-            a_params["scale"] = a_step0 * a_mult[0]
-            if isinstance(iq, TwinGeluQuantizer):
-                a_params["m"] = tally.search(lambda v: score_a(v, "m"), TWIN_GELU_SPLITS, 1, config.replace(search="grid"),
-                                             chunk, tag="m", given=(w_mult, a_params["scale"]))[0]
+            _search_operand(tally, iq, a_params, a_start, a_prev, score_a, 1, config, chunk, tag="a",
+                            given=(w_mult,), exhaustive=small)
 
     w_scale = w_step[0] if groups == 1 else rows(w_step)
-    a_out = {k: v.reshape(()) for k, v in a_params.items()}
-    if "m" in a_out:
-        a_out["m"] = a_out["m"].round().long()
-    return {f"{name}.weight_quant": {"scale": w_scale}, f"{name}.input_quant": a_out}
+    return {f"{name}.weight_quant": {"scale": w_scale}, f"{name}.input_quant": _final(iq, a_params, ())}
 
 
 # ----------------------------------------------------------------------------- Conv2d
@@ -238,7 +232,7 @@ def _calibrate_conv(name: str, layer: QuantConv2d, cap: SiteCapture, config: PTQ
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     c = w.shape[0]
     bits = layer.weight_quant.bits
-    step0 = _step(w.reshape(c, -1).abs().amax(1), bits)  # (C,)
+    step0 = minmax_step(w.reshape(c, -1).abs().amax(1), bits)  # (C,)
     step = step0
     if config.rounds > 0:
         out = layer.conv(x, w, b)  # (B, C, h, w)
@@ -274,59 +268,41 @@ def _calibrate_matmul(name: str, layer: QuantMatMul, cap: SiteCapture, config: P
     def shape(v: Tensor) -> Tensor:  # (K, C) -> (K, 1, C or 1, 1, 1)
         return v.reshape(v.shape[0], 1, v.shape[1], 1, 1)
 
-    def params0(q: Quantizer, absmax: Tensor) -> dict[str, Tensor]:
-        if isinstance(q, TwinSoftmaxQuantizer):
-            return {"m": torch.zeros(channels)}
-        return {"scale": _step(reduce(absmax), q.bits, q.signed)}
-
-    qa, qb = layer.a_quant, layer.b_quant
-    pa, pb = params0(qa, cap.stats["a_absmax"]), params0(qb, cap.stats["b_absmax"])
-    a_step0, b_step0 = pa.get("scale"), pb["scale"]
-    if isinstance(qa, TwinSoftmaxQuantizer) and config.rounds == 0:
-        pa["m"] = torch.full((channels,), float(qa.bits // 2))
-
     def as_tensor_params(p: dict[str, Tensor]) -> dict[str, Tensor]:  # (C,) -> broadcast over (B, H, N, ·)
         return {k: v.view(1, channels, 1, 1) for k, v in p.items()}
 
+    qa, qb = layer.a_quant, layer.b_quant
+    pa = qa.minmax_params({"absmax": reduce(cap.stats["a_absmax"])})
+    pb = qb.minmax_params({"absmax": reduce(cap.stats["b_absmax"])})
+    starts = {"a": dict(pa), "b": dict(pb)}
+    multiplied = {op: {k: v is None for k, v in q.search_space().items()} for op, q in (("a", qa), ("b", qb))}
+
     if config.rounds > 0:
         out = a @ bm
-        grid = linear_grid(config.alpha, config.beta, config.n)
         chunk = _chunk(out.numel())
 
-        def scorer(operand: str, key: str) -> Callable[[Tensor], Tensor]:
-            def score(values: Tensor) -> Tensor:
+        def scorer(operand: str) -> Callable[[str, Tensor], Tensor]:
+            q, x, p = (qa, a, pa) if operand == "a" else (qb, bm, pb)
+
+            def score(key: str, values: Tensor) -> Tensor:
                 k = values.shape[0]
-                if operand == "a":
-                    v = a_step0 * values if key == "scale" else values
-                    aq = _fake_input(qa, a.unsqueeze(0), {**{kk: shape(vv.expand(k, -1)) for kk, vv in pa.items()}, key: shape(v)})
-                    o_hat = aq @ bq
-                else:
-                    bq_k = _fake_input(qb, bm.unsqueeze(0), {"scale": shape(b_step0 * values)})
-                    o_hat = aq_fixed @ bq_k
+                v = _candidate(starts[operand][key], values, multiplied[operand][key])
+                xq = q.fake_with(x.unsqueeze(0), {**{kk: shape(vv.expand(k, -1)) for kk, vv in p.items()}, key: shape(v)})
+                o_hat = xq @ bq if operand == "a" else aq_fixed @ xq
                 return metric(out, o_hat, g, channel_dim=channel_dim).reshape(k, channels)
             return score
 
-        a_mult = b_mult = None
+        prev: dict[str, dict[str, Tensor]] = {"a": {}, "b": {}}
         for _ in range(config.rounds):
-            bq = _fake_input(qb, bm, as_tensor_params(pb))
-            if isinstance(qa, TwinSoftmaxQuantizer):
-                pa["m"] = tally.search(scorer("a", "m"), _softmax_splits(qa.bits), channels, config.replace(search="grid"),
-                                       chunk, tag="a", given=(pb["scale"],))
-            else:
-                a_mult = tally.search(scorer("a", "scale"), grid, channels, config, chunk, a_mult, tag="a", given=(pb["scale"],))
-                pa["scale"] = a_step0 * a_mult
-            aq_fixed = _fake_input(qa, a, as_tensor_params(pa))
-            b_mult = tally.search(scorer("b", "scale"), grid, channels, config, chunk, b_mult, tag="b",
-                                  given=tuple(pa.values()))
-            pb["scale"] = b_step0 * b_mult
+            bq = qb.fake_with(bm, as_tensor_params(pb))
+            _search_operand(tally, qa, pa, starts["a"], prev["a"], scorer("a"), channels, config, chunk, tag="a",
+                            given=tuple(pb.values()))
+            aq_fixed = qa.fake_with(a, as_tensor_params(pa))
+            _search_operand(tally, qb, pb, starts["b"], prev["b"], scorer("b"), channels, config, chunk, tag="b",
+                            given=tuple(pa.values()))
 
-    def final(p: dict[str, Tensor]) -> dict[str, Tensor]:
-        out_p = {k: (v.view(1, heads, 1, 1) if per_head else v.reshape(())) for k, v in p.items()}
-        if "m" in out_p:
-            out_p["m"] = out_p["m"].round().long()
-        return out_p
-
-    return {f"{name}.a_quant": final(pa), f"{name}.b_quant": final(pb)}
+    final_shape = (1, heads, 1, 1) if per_head else ()
+    return {f"{name}.a_quant": _final(qa, pa, final_shape), f"{name}.b_quant": _final(qb, pb, final_shape)}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -408,16 +384,18 @@ def calibrate(
     check_finite_images(images)
     check_finite_weights(site_list)
     config = guard_memory(model, images, site_list, config, micro_batch=micro_batch, device=device, max_memory=max_memory)
+    if config.order == "sequential" and config.row_select != "random":
+        # sequential inputs come from a second pass: both passes must keep the same (random) rows
+        config = config.replace(row_select="random")
     start = time.perf_counter()
-    report = CalibrationReport(scales={}, seconds=0.0, evaluations=0, passes=0, images=images.shape[0])
+    report = CalibrationReport(config=config, scales={}, seconds=0.0, evaluations=0, passes=0, images=images.shape[0])
     groups = _groups(site_list, config)
     bar = tqdm(total=len(site_list), desc=f"calibrate {config.method}", disable=not progress, unit="layer")
     for group in groups:
         t0 = time.perf_counter()
         caps = capture(
             model, images, group, grads=config.needs_grads, grad_loss=config.grad_loss, grad_norm=config.grad_norm,
-            # sequential inputs come from a second pass: both passes must keep the same (random) rows
-            row_select=config.row_select if config.order == "parallel" else "random",
+            row_select=config.row_select,
             outlier_rows=config.outlier_rows, labels=labels,
             max_tokens=config.max_tokens, micro_batch=micro_batch, seed=config.seed, device=device,
             float_model=True)

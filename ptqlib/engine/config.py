@@ -1,111 +1,80 @@
-"""What to quantize and how to calibrate it: one frozen dataclass. Presets live in ``methods.py``."""
+"""What to quantize and how to calibrate it: one frozen dataclass. Presets live in ``methods.py``.
+
+Each field carries one short line of help (``dataclasses.fields(PTQConfig)[i].metadata["help"]``),
+which the command line shows; every field's type is checked in one place, so a typo in a
+``Literal`` choice fails at construction, naming the allowed values.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import functools
+import types
+import typing
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
-from ..core.metrics import METRICS, MetricName
+from ..core.metrics import MetricName
 
-__all__ = ["PTQConfig", "GradLoss", "Granularity"]
+__all__ = ["PTQConfig", "GradLoss", "Granularity", "config_fields", "choices"]
 
 Granularity = Literal["tensor", "channel"]
 GradLoss = Literal["pseudo_label_ce", "label_ce", "official_kl"]
 
 
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class PTQConfig:
-    """A complete post-training quantization recipe.
+    """A complete post-training quantization recipe (PTQ4ViT, Sec. 3-4).
 
-    Quantizers:
-        w_bits, a_bits: bit-widths of weights and of activations (inputs of every Linear, both
-            matmul operands). 2..16.
-        twin_softmax: post-softmax values (attn@v's first operand) use the twin-uniform quantizer.
-        twin_gelu: post-GELU values (fc2's input) use the twin-uniform quantizer.
-        softmax_unsigned: without twin, quantize post-softmax values with an unsigned uniform
-            quantizer (all k bits for [0, 1]); the official BasePTQ uses a signed one.
-        weight_granularity: ``tensor`` (one scale; qkv gets three, one each for q, k, v) or
-            ``channel`` (one per output channel) for Linear weights. Conv weights are always
-            per output channel.
-        matmul_granularity: ``tensor`` or ``head`` (one scale per attention head) for both
-            matmul operands.
-
-    Calibration:
-        metric: distance used to score candidate scales (``metrics.py``).
-        grad_loss: loss whose gradient weights the ``hessian`` metric. ``pseudo_label_ce`` is
-            cross-entropy against the float model's own top-1 predictions (a Fisher weight that
-            needs no labels); ``label_ce`` uses the true labels; ``official_kl`` is the official
-            code's KL(float || float), whose gradient vanishes in parallel calibration.
-        grad_norm: ``image`` scales each calibration image's gradient to unit mean square, so
-            the few images the float model is unsure of (large ``∂L/∂O``) do not decide every
-            scale alone; ``channel`` replaces ``(∂L/∂O)²`` by its mean over images and tokens per
-            output channel (per head for matmuls); ``none`` keeps the raw per-element weights.
-        alpha, beta, n: the candidate grid ``(α + i(β-α)/n)·Δ₀``, i = 0..n.
-        rounds: alternating weight/input search rounds; 0 means min-max scales, no search.
-        search: ``grid`` (exhaustive), ``coarse_to_fine`` (every round: a coarse pass, then the
-            points around its best; ``search.py``) or ``coarse_to_fine_local`` (later rounds only
-            refine around the previous round's answer: faster, but it can stay in the first
-            round's basin, which measured 0.8 point below the grid at W6A6).
-        stride, refine: ``coarse_to_fine`` scores every ``stride``-th grid point, then every point
-            within ``stride`` of the ``refine`` best of them. Small sites (the patch embedding's
-            single search, the head's one row per image) are always searched exhaustively.
-        max_tokens: score candidates on at most this many rows (tokens) per layer, a seeded
-            sample; ``None`` uses all.
-        row_select: which rows ``max_tokens`` keeps. ``fisher``: when the metric uses gradients,
-            the rows with the largest gradient energy ``Σ_c (∂L/∂O_rc)²`` (per-image
-            normalised), which carry most of the Hessian-guided distance (for a ViT the class
-            token rows, which a uniform sample mostly misses); otherwise a seeded random sample.
-            ``random``: always the seeded random sample.
-        outlier_rows: with ``fisher`` rows, the share of ``max_tokens`` taken first by the largest
-            input magnitude: a ViT's massive-activation tokens (e.g. 4 corner patches with a
-            channel near 200 after GELU) carry almost no gradient, so Fisher selection drops them,
-            yet clipping them costs accuracy that the local metric cannot predict.
-        order: ``parallel`` (every layer sees float inputs; one capture pass) or ``sequential``
-            (block by block, each block sees the already-quantized blocks' outputs).
-        chunks: split the layers into this many groups captured in separate passes (less
-            memory, more passes).
-        seed: seeds the token sample.
+    The Hessian-guided metric scores a candidate by ``E[(∂L/∂O)² (O - Ô)²]``; ``grad_loss`` says
+    which loss ``L``, ``grad_norm`` how its gradients are normalised, and ``row_select`` /
+    ``outlier_rows`` which rows (tokens) of ``O`` are scored. Candidates are the scales
+    ``(α + i(β-α)/n)·Δ₀``, i = 0..n, around the min-max step ``Δ₀``; ``coarse_to_fine`` scores every
+    ``stride``-th candidate, then every candidate within ``stride`` of the ``refine`` best.
+    Why the defaults are what they are, measured, is in FINDINGS.md.
     """
 
-    method: str = "custom"
-    w_bits: int = 8
-    a_bits: int = 8
-    twin_softmax: bool = False
-    twin_gelu: bool = False
-    softmax_unsigned: bool = True
-    weight_granularity: Granularity = "tensor"
-    matmul_granularity: Literal["tensor", "head"] = "tensor"
-    metric: MetricName = "hessian"
-    grad_loss: GradLoss = "pseudo_label_ce"
-    grad_norm: Literal["none", "image", "channel"] = "none"
-    alpha: float = 0.01
-    beta: float = 1.2
-    n: int = 100
-    rounds: int = 3
-    search: Literal["grid", "coarse_to_fine", "coarse_to_fine_local"] = "coarse_to_fine"
-    stride: int = 6
-    refine: int = 2
-    max_tokens: int | None = 1024
-    row_select: Literal["fisher", "random"] = "fisher"
-    outlier_rows: float = 0.125
-    order: Literal["parallel", "sequential"] = "parallel"
-    chunks: int = 1
-    seed: int = 0
+    method: str = _f("custom", "name recorded with results")
+    # quantizers
+    w_bits: int = _f(8, "bit-width of weights (2..16)")
+    a_bits: int = _f(8, "bit-width of activations: Linear inputs and both matmul operands (2..16)")
+    twin_softmax: bool = _f(False, "post-softmax values use the twin-uniform quantizer")
+    twin_gelu: bool = _f(False, "post-GELU values (fc2 inputs) use the twin-uniform quantizer")
+    softmax_unsigned: bool = _f(True, "without twin softmax: all k bits for [0, 1] (the official BasePTQ signs them)")
+    weight_granularity: Granularity = _f("tensor", "Linear weight scales: tensor (q, k, v apart) or channel")
+    matmul_granularity: Literal["tensor", "head"] = _f("tensor", "matmul operand scales: one, or one per head")
+    # calibration
+    metric: MetricName = _f("hessian", "distance that scores candidate scales")
+    grad_loss: GradLoss = _f("pseudo_label_ce", "loss behind the hessian metric (official_kl: the official, vanishing one)")
+    grad_norm: Literal["none", "image", "channel"] = _f("none", "gradient normalisation: per image, per channel, or raw")
+    alpha: float = _f(0.01, "smallest candidate, as a multiple of the min-max step")
+    beta: float = _f(1.2, "largest candidate, as a multiple of the min-max step")
+    n: int = _f(100, "candidates between alpha and beta (n + 1 points)")
+    rounds: int = _f(3, "alternating weight / input search rounds; 0 = min-max scales")
+    search: Literal["grid", "coarse_to_fine", "coarse_to_fine_local"] = _f("coarse_to_fine", "candidate search strategy")
+    stride: int = _f(6, "coarse_to_fine: score every stride-th candidate first")
+    refine: int = _f(2, "coarse_to_fine: refine around this many best coarse points")
+    max_tokens: int | None = _f(1024, "rows (tokens) per layer that score candidates; None = all")
+    row_select: Literal["fisher", "random"] = _f("fisher", "which rows: largest gradient energy, or a seeded sample")
+    outlier_rows: float = _f(0.125, "share of the fisher rows taken by the largest inputs (massive activations)")
+    order: Literal["parallel", "sequential"] = _f("parallel", "layers see float inputs, or the quantized blocks before them")
+    chunks: int = _f(1, "capture passes (more passes, less memory)")
+    seed: int = _f(0, "seed of the random row sample")
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), _hints()[f.name])
         for name in ("w_bits", "a_bits"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or not 2 <= v <= 16:
-                raise ValueError(f"{name} must be an integer from 2 to 16, got {v!r}")
-        if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; choose one of {', '.join(METRICS)}")
+            if not 2 <= getattr(self, name) <= 16:
+                raise ValueError(f"{name} must be an integer from 2 to 16, got {getattr(self, name)!r}")
         if self.rounds < 0 or self.n < 1 or self.chunks < 1 or self.stride < 2 or self.refine < 1:
             raise ValueError("rounds must be >= 0, n >= 1, chunks >= 1, stride >= 2 and refine >= 1")
-        if self.row_select not in ("fisher", "random"):
-            raise ValueError(f"row_select must be 'fisher' or 'random', got {self.row_select!r}")
+        if not 0 < self.alpha <= self.beta:
+            raise ValueError(f"need 0 < alpha <= beta, got alpha={self.alpha!r}, beta={self.beta!r}")
         if not 0.0 <= self.outlier_rows <= 1.0:
             raise ValueError(f"outlier_rows must be a share from 0 to 1, got {self.outlier_rows!r}")
-        if self.search not in ("grid", "coarse_to_fine", "coarse_to_fine_local"):
-            raise ValueError(f"unknown search {self.search!r}; choose grid, coarse_to_fine or coarse_to_fine_local")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be positive or None")
 
@@ -119,3 +88,45 @@ class PTQConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(PTQConfig)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """ValueError unless ``value`` fits ``hint`` (a Literal, bool, int, float, str or ``X | None``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        _check_type(name, value, next(a for a in args if a is not type(None)))
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}[hint](value)
+    if not ok:
+        raise ValueError(f"{name} must be {hint.__name__}, got {value!r}")
+
+
+def config_fields() -> list[tuple[Field, Any]]:
+    """Every field of :class:`PTQConfig` with its resolved type (for command lines and forms)."""
+    return [(f, _hints()[f.name]) for f in fields(PTQConfig)]
+
+
+def choices(hint: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal`` type (also inside ``X | None``), else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        for a in typing.get_args(hint):
+            found = choices(a)
+            if found:
+                return found
+    return None

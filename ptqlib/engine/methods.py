@@ -1,41 +1,23 @@
 """Named calibration methods: each a function of the bit-widths returning a :class:`PTQConfig`.
 
 =========  ==========================================================================
-minmax     min-max scales, no search (the floor every method must beat)
-baseptq    the paper's base PTQ: cosine distance, α=0.5, β=1.2, one round, no twin
+minmax     min-max scales, no search: the floor every method must beat
+baseptq    the paper's base PTQ (its Sec. 3), as the official code runs it: cosine
+           distance, α=0.5, β=1.2, one round, no twin quantizers, one matmul scale
+           per head
 ptq4vit    PTQ4ViT: Hessian-guided distance, α=0.01, β=1.2, three rounds, twin
-           softmax and twin GELU
+           softmax and twin GELU, one matmul scale per tensor
 =========  ==========================================================================
 
-Every preset uses the fast search by default (``search='coarse_to_fine'``: in every round every
-5th grid point, then the points around the best; ``max_tokens=1024``: scores on 1024 rows per
-layer); pass ``search='grid', max_tokens=None`` for the official exhaustive search.
+``ptq4vit`` departs from the official code where that measured better or where the official code
+is wrong: its Hessian weights are a real gradient (``grad_loss='pseudo_label_ce'``; the official
+KL gradient vanishes), normalised per image (``grad_norm='image'``), on the rows with the largest
+gradient energy plus the largest inputs (``row_select='fisher'``, ``outlier_rows=0.125``).
 
-Granularities follow the official code: per-tensor Linear weights with separate q, k and v
-scales, per-channel patch-embedding weights, per-tensor Linear inputs. The official matmul
-operands are per head; ``baseptq`` keeps that (measured on ViT-Tiny W6A6, first 300 val images:
-53.3 % per head against 46.7 % per tensor), while ``ptq4vit`` uses one scale (and one twin
-split) per tensor, which measured better with its Hessian metric (before the outlier rows below):
-77.15 % against 75.92 % top-1
-at W6A6 on all 1300 val images (79.0 against 77.3 on the first 300). Pass
-``matmul_granularity='head'`` for the official layout.
-
-PTQ4ViT's Hessian weights here are real: ``(∂L/∂O)²`` of the cross-entropy against the float
-model's own prediction (``grad_loss='pseudo_label_ce'``), not the official KL whose gradient
-vanishes; pass ``grad_loss='official_kl'`` to compare. Each image's gradient is scaled to unit
-mean square (``grad_norm='image'``) so that the few images the model is unsure of do not decide
-every scale, and the rows the search scores are the 1024 with the largest gradient energy
-(``row_select='fisher'``: for a ViT mostly the class-token rows, which carry the prediction),
-except an eighth of them (``outlier_rows=0.125``) taken by the largest input magnitude: the
-massive-activation tokens. On ViT-Tiny, tokens 1, 14, 183 and 196 carry a post-GELU value near
-213 in channel 417 of block 7's fc2 input, which meets a weight of 2.6 (the layer's largest);
-their gradient is tiny, so without them the search clips that weight to 0.3 of its value, which
-the local metric calls harmless. W8A8 top-1 with the exhaustive grid: 81.00 without the outlier
-rows, 81.92 with them (a coarse-to-fine search without them fell to 78.15).
-Measured on real ViT-Tiny (first 300 val images, float 83.67): per-element weights scored on a
-*uniform* sample of rows give 76.7 at W8A8; the same weights on Fisher-selected or on all rows
-give 83.7 at W8A8 and 79.0 at W6A6, against 82.3 and 65.0 with per-channel weights
-(``grad_norm='channel'``).
+Every preset uses the fast search (``search='coarse_to_fine'``, ``stride=6``, ``refine=2``, on
+``max_tokens=1024`` rows per layer), which picks the exhaustive grid's scales on ViT-Tiny; pass
+``search='grid', max_tokens=None`` for the official exhaustive search. Any keyword overrides a
+preset's field. FINDINGS.md gives the measurement behind each choice and the command that repeats it.
 """
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def quantizers(model: nn.Module) -> Iterator[tuple[str, Quantizer]]:
 def set_quantization(model: nn.Module, enabled: bool) -> None:
     """Switch every *calibrated* quantizer on or off (uncalibrated ones stay off)."""
     for _, q in quantizers(model):
-        q.enabled = enabled and q.version > 0
+        q.enabled = enabled and q.calibrated
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,20 +41,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from .files import write_atomic
 from .provenance import versions
 from ..engine.config import PTQConfig
 from ..errors import PtqlibError
 from ..engine.layers import QuantConv2d, QuantLinear
-from ..core.quant import (
-    Quantizer,
-    TwinGeluQuantizer,
-    TwinSoftmaxQuantizer,
-    UniformQuantizer,
-    qrange,
-    twin_gelu_dequantize,
-    twin_softmax_dequantize,
-    uniform_dequantize,
-)
+from ..core.quant import QUANTIZER_KINDS, Quantizer, quantizer_for_layout
 from ..engine.wrap import quantize_model, quantizers, sites
 
 __all__ = [
@@ -81,13 +72,8 @@ INTEGER_FORMAT = "ptqlib-integers"
 HEADER_KEY = "ptqlib"
 _REMAKE = "re-create it with 'python -m ptqlib quantize --save FILE'"
 
-LAYOUTS: dict[str, str] = {
-    "uniform_signed": "two's complement k-bit integer q in [-2^(k-1), 2^(k-1)-1]; value = q * scale",
-    "uniform_unsigned": "k-bit integer q in [0, 2^k-1]; value = q * scale",
-    "twin_softmax": "bit k-1: range bit r, bits 0..k-2: magnitude q; "
-                    "value = q * 2^-(k-1) if r = 1 else q * 2^-(k-1) / 2^m",
-    "twin_gelu": "bit k-1: sign bit s, bits 0..k-2: magnitude q; value = -q * scale / 2^m if s = 1 else q * scale",
-}
+#: Every integer layout with its documentation, as each quantizer kind declares it.
+LAYOUTS: dict[str, str] = {name: doc for cls in QUANTIZER_KINDS.values() for name, doc in cls.layouts.items()}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -122,16 +108,9 @@ def float_state_hash(model: nn.Module) -> str:
 
 def _write_safetensors(tensors: dict[str, Tensor], path: Path, header: dict[str, Any]) -> None:
     """Write atomically (a temporary file beside ``path``, then rename); OS errors become PtqlibError."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
-        os.replace(tmp, path)
-    except (OSError, safetensors.SafetensorError) as error:
-        if tmp.parent.is_dir():
-            tmp.unlink(missing_ok=True)
-        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
-        raise PtqlibError(f"cannot write {path}: {reason}; choose a writable output path") from None
+    metadata = {HEADER_KEY: json.dumps(header)}
+    write_atomic(path, lambda tmp: safetensors.torch.save_file(tensors, str(tmp), metadata=metadata),
+                 errors=(safetensors.SafetensorError,))
 
 
 def _open_header(path: Path, what: str) -> dict[str, Any]:
@@ -202,7 +181,7 @@ def save_quantized(
     tensors: dict[str, Tensor] = {}
     entries: dict[str, dict[str, Any]] = {}
     for name, q in quantizers(model):
-        if q.version == 0:  # never calibrated: a fresh wrap gives the same state
+        if not q.calibrated:  # a fresh wrap gives the same state
             continue
         entries[name] = {"kind": type(q).__name__, "bits": q.bits, "enabled": bool(q.enabled),
                          "signed": getattr(q, "signed", None)}
@@ -277,6 +256,7 @@ def load_quantized(
     *,
     model: nn.Module | None = None,
     checkpoint: str | Path | None = None,
+    data_root: str | Path | None = None,
     device: str | torch.device = "cpu",
     check_weights: bool = True,
 ) -> nn.Module:
@@ -290,11 +270,13 @@ def load_quantized(
             the header's model name and ``checkpoint``.
         checkpoint: float weights for the default model; default: the checkpoint recorded in the
             file (or, for a model saved with random weights, the same seeded initialization),
-            else timm's pretrained download.
+            else the model's weights in ``data_root``, else timm's pretrained download.
+        data_root: a data folder whose ``weights/`` may hold the float weights
+            (:func:`~ptqlib.io.models.find_checkpoint`), used when the recorded checkpoint is gone.
         device: where a model built here lives.
         check_weights: refuse float weights whose hash differs from the saved model's.
     """
-    from .models import load_model
+    from .models import find_checkpoint, load_model
 
     path = Path(path)
     header = read_header(path)
@@ -308,6 +290,8 @@ def load_quantized(
             model = load_model(name, random_init=True, seed=int(header.get("init_seed", 0)), device=device)
         elif recorded and Path(recorded).is_file():
             model = load_model(name, recorded, device=device)
+        elif (found := find_checkpoint(name, None if data_root is None else Path(data_root))) is not None:
+            model = load_model(name, found, device=device)
         else:
             model = load_model(name, device=device)
         if _architecture(model) != header["architecture"]:
@@ -358,16 +342,6 @@ def load_quantized(
 # ----------------------------------------------------------------------------- integer export
 
 
-def _layout(q: Quantizer) -> str:
-    if isinstance(q, TwinSoftmaxQuantizer):
-        return "twin_softmax"
-    if isinstance(q, TwinGeluQuantizer):
-        return "twin_gelu"
-    if isinstance(q, UniformQuantizer):
-        return "uniform_signed" if q.signed else "uniform_unsigned"
-    raise TypeError(f"no integer layout for {type(q).__name__}")
-
-
 def _storage_dtype(lo: int, hi: int) -> torch.dtype:
     for dtype in (torch.int8, torch.uint8, torch.int16):
         info = torch.iinfo(dtype)
@@ -394,11 +368,14 @@ class IntegerTensor:
     scale: Tensor | None = None
     m: Tensor | None = None
 
+    def quantizer(self) -> Quantizer:
+        """The calibrated quantizer that writes this layout with these parameters."""
+        params = {k: v for k, v in (("scale", self.scale), ("m", self.m)) if v is not None}
+        return quantizer_for_layout(self.layout, self.bits, params)
+
     def code_range(self) -> tuple[int, int]:
         """The smallest and largest code a ``bits``-bit tensor of this layout may hold."""
-        if self.layout == "uniform_signed":
-            return qrange(self.bits, True)
-        return 0, 2**self.bits - 1
+        return self.quantizer().code_range()
 
     def fits(self) -> bool:
         """Whether every code lies in :meth:`code_range` (fits in ``bits`` bits)."""
@@ -407,27 +384,14 @@ class IntegerTensor:
 
     def dequantize(self) -> Tensor:
         """The real values of the codes: the fake-quantized tensor, exactly."""
-        codes = self.codes.to(torch.int32)
-        if self.layout in ("uniform_signed", "uniform_unsigned"):
-            assert self.scale is not None
-            return uniform_dequantize(codes, self.scale)
-        if self.layout == "twin_softmax":
-            assert self.m is not None
-            return twin_softmax_dequantize(codes, self.bits, self.m)
-        if self.layout == "twin_gelu":
-            assert self.scale is not None and self.m is not None
-            return twin_gelu_dequantize(codes, self.bits, self.scale, self.m)
-        raise ValueError(f"unknown layout {self.layout!r}; expected one of {', '.join(LAYOUTS)}")
+        return self.quantizer().dequantize(self.codes.to(torch.int32))
 
 
 def _integer(q: Quantizer, x: Tensor) -> IntegerTensor:
     with torch.no_grad():
         codes = q.codes(x.detach())
-    scale = getattr(q, "scale", None)
-    m = getattr(q, "m", None)
-    return IntegerTensor(codes=codes, bits=q.bits, layout=_layout(q),
-                         scale=None if scale is None or isinstance(q, TwinSoftmaxQuantizer) else scale.detach().clone(),
-                         m=None if m is None else m.detach().clone())
+    params = {k: v.detach().clone() for k, v in q.params().items()}
+    return IntegerTensor(codes=codes, bits=q.bits, layout=q.layout, scale=params.get("scale"), m=params.get("m"))
 
 
 def weight_integers(model: nn.Module) -> dict[str, IntegerTensor]:

@@ -20,6 +20,8 @@ class Accuracy:
 
     ``images`` counts the images actually evaluated; ``skipped`` names those a
     ``make_loader(..., skip_corrupt=True)`` loader left out because they could not be decoded.
+    ``predictions`` and ``labels`` are every evaluated image's top-1 class and true class, in
+    loader order, so two evaluations on the same images can be compared image by image.
     """
 
     top1: float
@@ -27,6 +29,12 @@ class Accuracy:
     images: int
     seconds: float
     skipped: tuple[str, ...] = field(default=())
+    predictions: tuple[int, ...] = field(default=(), repr=False)
+    labels: tuple[int, ...] = field(default=(), repr=False)
+
+    def correct(self) -> list[bool]:
+        """Per image: whether the top-1 class is the true class."""
+        return [p == y for p, y in zip(self.predictions, self.labels)]
 
 
 def _logits(output: Tensor | tuple[Tensor, ...] | list[Tensor]) -> Tensor:
@@ -58,6 +66,8 @@ def evaluate(
     dataset = getattr(loader, "dataset", None)
     total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
     top1 = top5 = seen = 0
+    predictions: list[int] = []
+    truth: list[int] = []
     start = time.perf_counter()
     with torch.inference_mode(), tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
         for images, labels in loader:
@@ -68,6 +78,8 @@ def evaluate(
             top1 += int(hits[:, 0].sum())
             top5 += int(hits.any(dim=-1).sum())
             seen += len(labels)
+            predictions += best[:, 0].tolist()
+            truth += labels.tolist()
             bar.update(len(labels))
             bar.set_postfix(top1=f"{100 * top1 / seen:.2f}")
     skipped = tuple(getattr(loader, "skipped", ()) or ())
@@ -77,7 +89,8 @@ def evaluate(
                               f"({', '.join(skipped[:3])}); check the image folder")
         raise PtqlibError("the data loader gave no images to evaluate; check the image folder and --limit")
     return Accuracy(top1=100 * top1 / seen, top5=100 * top5 / seen, images=seen,
-                    seconds=time.perf_counter() - start, skipped=skipped)
+                    seconds=time.perf_counter() - start, skipped=skipped, predictions=tuple(predictions),
+                    labels=tuple(truth))
 
 
 def skipped_record(accuracy: Accuracy) -> dict[str, object]:

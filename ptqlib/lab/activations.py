@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..engine.capture import capture
 from ..engine.config import PTQConfig
 from ..errors import PtqlibError
-from ..core.quant import qrange
+from ..core.quant import minmax_step
 from ..engine.wrap import Site, quantize_model, sites
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def activation_stats(acts: Activations, bits: int = 8) -> "pd.DataFrame":
         v = acts.values(kind, block)
         lo, hi = float(v.min()), float(v.max())
         signed = lo < 0
-        step = max(abs(lo), abs(hi)) / qrange(bits, signed)[1]
+        step = float(minmax_step(max(abs(lo), abs(hi)), bits, signed, floor=0.0))
         skew, kurt = _moments(v)
         rows.append({"kind": kind, "block": block, "mean": float(v.mean()), "std": float(v.std()),
                      "min": lo, "max": hi, "skewness": skew, "excess_kurtosis": kurt,

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+import functools
+
 import torch
 from torch import Tensor
 
 from .activations import KINDS, Activations
 from ..errors import PtqlibError
-from ..core.quant import qrange, twin_gelu_fake, twin_softmax_fake, twin_softmax_steps, uniform_fake
+from ..core.quant import QUANTIZER_KINDS, Quantizer, TwinGeluQuantizer, TwinSoftmaxQuantizer, minmax_step, uniform_fake
 from ..core.search import linear_grid
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ __all__ = ["FIT_GRID", "TWIN_GELU_SPLITS", "FittedQuantizer", "fit_uniform", "fi
 
 #: The paper's search grid for scale multipliers (α = 0.01, β = 1.2, n = 100).
 FIT_GRID = torch.unique(torch.cat([linear_grid(0.01, 1.2, 100), torch.ones(1)]))  # and the min-max step itself
-TWIN_GELU_SPLITS = tuple(range(-2, 13))
+TWIN_GELU_SPLITS = tuple(int(m) for m in TwinGeluQuantizer.SPLITS)
 
 
 def _sample(values: Tensor, limit: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -63,37 +65,28 @@ class FittedQuantizer:
     m: int = 0
     signed: bool = True
 
+    @functools.cached_property
+    def quantizer(self) -> Quantizer:
+        """The ``ptqlib.core.quant`` quantizer with these parameters: it does all the maths."""
+        if self.kind not in QUANTIZER_KINDS:
+            raise ValueError(f"unknown quantizer kind {self.kind!r}; choose one of {', '.join(QUANTIZER_KINDS)}")
+        return QUANTIZER_KINDS[self.kind].build(self.bits, signed=self.signed, scale=self.scale, m=self.m)
+
     def fake(self, x: Tensor) -> Tensor:
-        """Fake-quantize ``x`` (exactly what ``ptqlib.quant`` computes)."""
-        x = x.float()
-        if self.kind == "uniform":
-            return uniform_fake(x, torch.tensor(self.scale), self.bits, self.signed)
-        if self.kind == "twin-softmax":
-            return twin_softmax_fake(x, self.bits, self.m)
-        if self.kind == "twin-gelu":
-            return twin_gelu_fake(x, self.bits, torch.tensor(self.scale), self.m)
-        raise ValueError(self.kind)
+        """Fake-quantize ``x`` (exactly what the engine's quantizer computes)."""
+        return self.quantizer.fake(x.float())
+
+    def codes(self, x: Tensor) -> Tensor:
+        """The integer codes of ``x``."""
+        return self.quantizer.codes(x.float())
 
     def steps(self) -> dict[str, float]:
         """The steps by range: ``{"step": Δ}``, ``{"fine": Δ1, "coarse": Δ2}`` or ``{"positive": Δp, "negative": Δn}``."""
-        if self.kind == "uniform":
-            return {"step": self.scale}
-        if self.kind == "twin-softmax":
-            d1, d2 = twin_softmax_steps(self.bits, self.m)
-            return {"fine": float(d1), "coarse": float(d2)}
-        return {"positive": self.scale, "negative": self.scale * 2.0 ** -self.m}
+        return self.quantizer.steps()
 
     def level_groups(self) -> dict[str, Tensor]:
         """The representable values by range (what a grid drawn over a histogram shows)."""
-        if self.kind == "uniform":
-            lo, hi = qrange(self.bits, self.signed)
-            return {"uniform": torch.arange(lo, hi + 1, dtype=torch.float64) * self.scale}
-        n = 2 ** (self.bits - 1)
-        steps = list(self.steps().values())
-        i = torch.arange(n, dtype=torch.float64)
-        if self.kind == "twin-softmax":
-            return {"fine range R1": i * steps[0], "coarse range R2": i * steps[1]}
-        return {"positive": i * steps[0], "negative": -i * steps[1]}
+        return self.quantizer.level_groups()
 
     def levels(self) -> Tensor:
         """All representable values, sorted and unique."""
@@ -104,12 +97,7 @@ class FittedQuantizer:
         return float((self.fake(x) - x).double().square().mean())
 
     def label(self) -> str:
-        if self.kind == "uniform":
-            return f"uniform {self.bits}-bit ({'signed' if self.signed else 'unsigned'}), Δ={self.scale:.3g}"
-        s = self.steps()
-        if self.kind == "twin-softmax":
-            return f"twin-uniform {self.bits}-bit, Δ1=Δ2/2^{self.m}={s['fine']:.3g}, Δ2={s['coarse']:.3g}"
-        return f"twin-uniform {self.bits}-bit, Δp={s['positive']:.3g}, Δn=Δp/2^{self.m}={s['negative']:.3g}"
+        return self.quantizer.label()
 
 
 def _batched_mse(x: Tensor, w: Tensor, fake_fn, params: Tensor, chunk: int = 16) -> Tensor:
@@ -128,7 +116,7 @@ def fit_uniform(values: Tensor, bits: int, *, signed: bool | None = None, search
     defaults to whether the values have negatives."""
     x, w = _sample(values, limit)
     signed = bool(values.min() < 0) if signed is None else signed
-    step0 = max(float(values.abs().max()), 1e-12) / qrange(bits, signed)[1]
+    step0 = float(minmax_step(values.abs().max(), bits, signed, floor=1e-12))
     if not search:
         return FittedQuantizer("uniform", bits, scale=step0, signed=signed)
     scales = FIT_GRID * step0
@@ -144,8 +132,9 @@ def fit_twin_softmax(values: Tensor, bits: int, *, m: int | None = None, limit: 
     """The post-softmax twin quantizer; ``m`` of lowest MSE among 0..k-1 unless given."""
     if m is None:
         x, w = _sample(values, limit)
-        splits = torch.arange(0, bits, dtype=torch.float32)
-        errs = _batched_mse(x, w, lambda v, mm: twin_softmax_fake(v, bits, mm), splits)
+        q = TwinSoftmaxQuantizer(bits)
+        splits = q.search_space()["m"]
+        errs = _batched_mse(x, w, lambda v, mm: q.fake_with(v, {"m": mm}), splits)
         m = int(splits[errs.argmin()])
     return FittedQuantizer("twin-softmax", bits, m=int(m))
 
@@ -162,7 +151,7 @@ def fit_twin_gelu(values: Tensor, bits: int, *, m: int | None = None, limit: int
     x, w = _sample(values, limit)
     n = 2 ** (bits - 1)
     pos, neg = (x[x >= 0], w[x >= 0]), (x[x < 0].abs(), w[x < 0])
-    scales = FIT_GRID * (max(float(values.max()), 1e-12) / (n - 1))  # (G,)
+    scales = FIT_GRID * float(minmax_step(values.max(), bits, floor=1e-12))  # (G,)
 
     def sse(part: tuple[Tensor, Tensor], steps: Tensor) -> Tensor:  # weighted squared error of magnitudes, per step
         mag, wt = part
@@ -178,7 +167,7 @@ def fit_twin_gelu(values: Tensor, bits: int, *, m: int | None = None, limit: int
     lo, hi = TWIN_GELU_SPLITS[0], TWIN_GELU_SPLITS[-1]
     if m is None:
         neg_max = float(neg[0].max()) if neg[0].numel() else 0.0
-        neg_grid = FIT_GRID * (max(neg_max, 1e-12) / (n - 1))
+        neg_grid = FIT_GRID * float(minmax_step(neg_max, bits, floor=1e-12))
         d_star = float(neg_grid[sse(neg, neg_grid).argmin()])
         centre = torch.round(torch.log2(scales / d_star))
         cand = (centre.view(-1, 1) + torch.tensor([-1.0, 0.0, 1.0]).view(1, -1)).clamp(lo, hi)  # (G, 3)
@@ -247,7 +236,7 @@ def split_search(values: Tensor, bits: int, twin: str) -> "pd.DataFrame":
     import pandas as pd
 
     rows = []
-    splits = range(bits) if twin == "softmax" else TWIN_GELU_SPLITS
+    splits = [int(m) for m in TwinSoftmaxQuantizer(bits).search_space()["m"]] if twin == "softmax" else TWIN_GELU_SPLITS
     for m in splits:
         fq = fit_twin_softmax(values, bits, m=m) if twin == "softmax" else fit_twin_gelu(values, bits, m=m)
         rows.append({"m": m, "mse": fq.mse(values), **fq.steps()})
@@ -259,29 +248,13 @@ def bit_layout(values: Sequence[float], fq: FittedQuantizer) -> "pd.DataFrame":
     the value it stands for and the error."""
     import pandas as pd
 
-    from ..core.quant import twin_gelu_codes, twin_softmax_codes, uniform_codes
-
     x = torch.tensor(list(values), dtype=torch.float32)
-    k = fq.bits
-    if fq.kind == "twin-softmax":
-        codes = twin_softmax_codes(x, k, fq.m)
-        top = "range bit"
-    elif fq.kind == "twin-gelu":
-        codes = twin_gelu_codes(x, k, torch.tensor(fq.scale), fq.m)
-        top = "sign bit"
-    else:
-        codes = uniform_codes(x, torch.tensor(fq.scale), k, fq.signed)
-        top = None
+    codes = fq.codes(x)
     deq = fq.fake(x)
     rows = []
     for v, c, d in zip(x.tolist(), codes.tolist(), deq.tolist()):
-        row = {"value": v, "code": c, "bits": format(c & (2 ** k - 1), f"0{k}b")}
-        if top is not None:
-            row[top] = c >> (k - 1)
-            row["magnitude"] = c & (2 ** (k - 1) - 1)
-            row["step"] = fq.steps()["coarse" if (top == "range bit" and c >> (k - 1)) else
-                                     "fine" if top == "range bit" else
-                                     "negative" if c >> (k - 1) else "positive"]
+        row = {"value": v, "code": c, "bits": format(c & (2 ** fq.bits - 1), f"0{fq.bits}b")}
+        row.update(fq.quantizer.code_fields(c))
         row.update({"dequantized": d, "error": d - v})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..engine.config import PTQConfig
+from ..io.files import write_json
 from ..io.provenance import engine_fingerprint
 from ..engine.wrap import quantize_model
 
@@ -127,8 +128,7 @@ def run_configs(
             result = {**_calibrate_and_evaluate(model, calib_images, loader, config, calib_labels=calib_labels,
                                                 name=name, progress=progress), "source": "computed"}
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({k: v for k, v in result.items() if k != "source"}, indent=2) + "\n")
+                write_json(path, {k: v for k, v in result.items() if k != "source"})
         done.setdefault(key, dict(result))
         result["cached"] = result["source"] != "computed"
         rows.append({"name": name, "method": config.method, "w_bits": config.w_bits, "a_bits": config.a_bits,

@@ -27,7 +27,7 @@ from ..engine.config import PTQConfig
 from ..errors import PtqlibError
 from ..engine.layers import QuantLinear, QuantMatMul
 from ..core.metrics import get_metric
-from ..core.quant import qrange, uniform_fake
+from ..core.quant import minmax_step, uniform_fake
 from ..engine.wrap import Site, quantize_model, sites
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ def sweep_scales(
             signed = bool(operand.min() < 0)
             q_b = type(q)(b, signed=signed)
             setattr(site.module, _OPERAND_ATTR[t.operand], q_b)
-            step0 = max(absmax, 1e-12) / qrange(b, signed)[1]
+            step0 = float(minmax_step(absmax, b, signed, floor=1e-12))
             for mult in multipliers.tolist():
                 scale = torch.tensor(step0 * mult)
                 with torch.no_grad():

@@ -4,25 +4,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from ptqlib.app.cli import main
+
+from helpers import random_image_folder
 
 
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("imgs")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(0)
-    lines = []
-    for i in range(6):
-        name = f"img{i}.JPEG"
-        Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(root / "images" / name)
-        lines.append(f"{name} {i * 7}")
-    (root / "labels.txt").write_text("\n".join(lines) + "\n")
-    return root
+    return random_image_folder(tmp_path_factory.mktemp("imgs"), {f"img{i}.JPEG": i * 7 for i in range(6)}, size=80)
 
 
 def _common(folder: Path) -> list[str]:
@@ -45,6 +36,7 @@ def test_quantize_writes_json_with_required_fields(image_folder: Path, tmp_path:
     assert "minmax" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_reproduce_writes_csv_and_json(image_folder: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("PTQLIB_DATA", raising=False)
     rc = main(["reproduce", "--methods", "minmax,baseptq", "--bits", "8/8", "--search", "coarse_to_fine",
@@ -140,3 +132,109 @@ def test_corrupt_image_fails_by_default_or_is_skipped_and_recorded(real_with_bro
     again = json.loads((tmp_path / "eval.json").read_text())
     assert again["skipped_images"] == {"count": 1, "files": ["broken.JPEG"]} and again["eval_images"] == 3
     assert again["top1"] == result["top1"]
+
+
+# ----------------------------------------------------------------------------- output files
+
+
+def test_failed_runs_leave_an_earlier_result_untouched(image_folder: Path, tmp_path: Path, capsys,
+                                                       monkeypatch) -> None:
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    out = tmp_path / "r.json"
+    earlier = b'{"method": "ptq4vit", "top1": 81.92}\n'
+    out.write_bytes(earlier)
+    quantize = ["quantize", "--model", "test_vit", "--random-init", "--method", "minmax", "--no-progress",
+                "--output", str(out)]
+    assert main([*quantize, "--calib-dir", str(tmp_path / "missing")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    assert out.read_bytes() == earlier
+    evaluate = ["evaluate", "--quantized", str(tmp_path / "none.safetensors"), "--val-dir", str(image_folder),
+                "--output", str(out)]
+    assert main(evaluate) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert out.read_bytes() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temporary or new files either
+
+
+# ----------------------------------------------------------------------------- method settings from PTQConfig
+
+
+OWN = {"method", "w_bits", "a_bits", "seed"}
+
+
+def test_every_config_field_is_a_flag_with_its_help(capsys) -> None:
+    from ptqlib.app.cli import CONFIG_FLAGS, build_parser
+    from ptqlib.engine.config import config_fields
+
+    settings = {f.name for f, _ in config_fields()} - OWN
+    assert set(CONFIG_FLAGS) == settings
+    for command in ("quantize", "reproduce", "sensitivity"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        for f, hint in config_fields():
+            if f.name in settings:
+                flag = "--" + f.name.replace("_", "-")
+                assert f"{flag} " in text, (command, flag)
+                assert " ".join(f.metadata["help"].split()) in text, (command, flag)
+                if hint is bool:
+                    assert f"--no-{f.name.replace('_', '-')} " in text, (command, flag)
+    parsed = vars(build_parser().parse_args(["quantize"]))
+    assert all(parsed[name] is None for name in settings)  # None: the method's own value
+
+
+@pytest.mark.parametrize("flag, value", [("--metric", "l2"), ("--search", "fast"), ("--weight-granularity", "head"),
+                                         ("--grad-norm", "layer")])
+def test_literal_flags_reject_other_values(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", "--random-init", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"python -m ptqlib quantize: error: argument {flag}: invalid choice: ")
+    assert value in err
+
+
+@pytest.mark.parametrize("flag, value, expected", [("--outlier-rows", "1.5", "outlier_rows must be a share from 0 to 1"),
+                                                   ("--chunks", "0", "chunks >= 1"),
+                                                   ("--stride", "1", "stride >= 2")])
+def test_out_of_range_settings_end_in_one_line(flag: str, value: str, expected: str, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    assert main(["quantize", "--random-init", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and expected in err
+
+
+@pytest.mark.parametrize("flag, value", [("--max-tokens", "-1"), ("--alpha", "nan"), ("--n", "many"),
+                                         ("--outlier-rows", "half")])
+def test_malformed_numbers_are_usage_errors(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["quantize", flag, value])
+    assert e.value.code == 2 and f"argument {flag}: expected" in capsys.readouterr().err
+
+
+def test_generated_flags_reach_the_config(image_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """``--no-twin-gelu`` turns off a preset's twin GELU, ``--twin-gelu`` turns it on; ``--max-tokens 0``
+    means every row (None); the saved model has exactly the quantizers the config says."""
+    from ptqlib.io.checkpoints import read_header
+
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    base = ["quantize", "--model", "test_vit", "--random-init", "--calib-dir", str(image_folder), "--calib-size", "2",
+            "--no-fp", "--no-progress", "--rounds", "0"]
+    kinds = {}
+    for name, extra in (("off", ["--method", "ptq4vit", "--no-twin-gelu", "--max-tokens", "0", "--outlier-rows", "0.5"]),
+                        ("on", ["--method", "minmax", "--twin-gelu", "--matmul-granularity", "head"])):
+        out, saved = tmp_path / f"{name}.json", tmp_path / f"{name}.safetensors"
+        assert main([*base, *extra, "--output", str(out), "--save", str(saved)]) == 0
+        config = json.loads(out.read_text())["config"]
+        assert read_header(saved)["config"] == config
+        kinds[name] = ({e["kind"] for e in read_header(saved)["quantizers"].values()}, config)
+    capsys.readouterr()
+    off_kinds, off = kinds["off"]
+    assert off["twin_gelu"] is False and off["twin_softmax"] is True and off["rounds"] == 0
+    assert off["max_tokens"] is None and off["outlier_rows"] == 0.5 and off["method"] == "ptq4vit"
+    assert "TwinGeluQuantizer" not in off_kinds and "TwinSoftmaxQuantizer" in off_kinds
+    on_kinds, on = kinds["on"]
+    assert on["twin_gelu"] is True and on["twin_softmax"] is False and on["matmul_granularity"] == "head"
+    assert on["max_tokens"] == 1024  # not given: the preset's value
+    assert "TwinGeluQuantizer" in on_kinds and "TwinSoftmaxQuantizer" not in on_kinds

@@ -17,6 +17,8 @@ from ptqlib.io.data import DataPaths
 
 OFFICIAL_TOP1 = {8: 81.00, 6: 75.77}
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("bits", [8, 6])
 def test_ptq4vit_on_real_vit_tiny_beats_the_official_code(bits: int, shared_data: DataPaths, tmp_path: Path,

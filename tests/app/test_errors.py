@@ -454,6 +454,7 @@ def test_debug_flag_shows_the_exception(images: Path) -> None:
         main(["--debug", *quantize_args(images, "--model", "vit_tiny_patch16_244")])
 
 
+@pytest.mark.slow
 def test_subprocess_prints_one_line_and_no_traceback(images: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "PTQLIB_DATA"}
     proc = subprocess.run([sys.executable, "-m", "ptqlib", *quantize_args(images, "--calib-size", "9")],

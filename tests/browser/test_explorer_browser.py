@@ -31,6 +31,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage"]
 RUN_TIMEOUT_S = float(os.environ.get("PTQLIB_BROWSER_TIMEOUT", "300"))
 
+pytestmark = pytest.mark.slow
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":

@@ -13,10 +13,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ptqlib.core.quant import (
+    QUANTIZER_KINDS,
+    Quantizer,
     TwinGeluQuantizer,
     TwinSoftmaxQuantizer,
     UniformQuantizer,
+    minmax_step,
     qrange,
+    quantizer_for_layout,
     round_ste,
     twin_gelu_codes,
     twin_gelu_dequantize,
@@ -489,6 +493,89 @@ def test_non_positive_scale_raises(bad):
     assert not q.enabled  # a failed set leaves the quantizer disabled
     with pytest.raises(ValueError):
         TwinGeluQuantizer(8).set(scale=torch.tensor(bad), m=1)
+
+
+# ----------------------------------------------------------------------------- one abstraction for every kind
+
+
+def test_minmax_step_hand_values():
+    # 8-bit signed: qmax 127, 2.54 / 127 = 0.02; unsigned: qmax 255, 2.55 / 255 = 0.01; 4-bit: 7
+    assert torch.allclose(minmax_step(t(2.54), 8), t(0.02))
+    assert torch.allclose(minmax_step(2.55, 8, signed=False), t(0.01))
+    assert torch.allclose(minmax_step(t([3.5, 0.7]), 4), t([0.5, 0.1]))
+    assert float(minmax_step(t(0.0), 8)) == pytest.approx(1e-8)  # never a zero step
+
+
+def _calibrated_examples() -> list[Quantizer]:
+    return [UniformQuantizer(4).set(scale=t(0.25)), UniformQuantizer(4, signed=False).set(scale=t(0.1)),
+            TwinSoftmaxQuantizer(4).set(m=2), TwinGeluQuantizer(4).set(scale=t(0.5), m=3)]
+
+
+@pytest.mark.parametrize("q", _calibrated_examples(), ids=lambda q: q.layout)
+def test_each_kind_owns_its_maths_layout_and_parameters(q):
+    x = t([-1.3, -0.1, 0.0, 0.1, 0.3, 0.9, 2.0])
+    # fake with its own parameters == fake == dequantize(codes), bit for bit
+    assert torch.equal(q.fake_with(x, q.params()), q.fake(x))
+    assert torch.equal(q.dequantize(q.codes(x)), q.fake(x))
+    lo, hi = q.code_range()
+    assert lo <= int(q.codes(x).min()) and int(q.codes(x).max()) <= hi
+    # the layout rebuilds an equal quantizer from the parameters alone (what integer export relies on)
+    back = quantizer_for_layout(q.layout, q.bits, q.params())
+    assert type(back) is type(q) and torch.equal(back.fake(x), q.fake(x))
+    assert q.calibrated and q.enabled
+
+
+def test_layouts_code_ranges_and_kinds_by_hand():
+    u, un, ts, tg = _calibrated_examples()
+    assert (u.layout, un.layout, ts.layout, tg.layout) == ("uniform_signed", "uniform_unsigned", "twin_softmax", "twin_gelu")
+    assert (u.code_range(), un.code_range(), ts.code_range(), tg.code_range()) == ((-8, 7), (0, 15), (0, 15), (0, 15))
+    assert set(QUANTIZER_KINDS) == {"uniform", "twin-softmax", "twin-gelu"}
+    with pytest.raises(ValueError, match="unknown layout 'log2'"):
+        quantizer_for_layout("log2", 4, {})
+
+
+def test_set_names_parameters_and_a_failed_set_changes_nothing():
+    q = TwinGeluQuantizer(4)
+    assert not q.calibrated and q.params().keys() == {"scale", "m"}
+    with pytest.raises(TypeError, match="takes m, scale"):
+        q.set(scale=t(0.5))
+    with pytest.raises(ValueError):
+        q.set(m=3, scale=t(-1.0))  # m comes first: still nothing may be set
+    assert int(q.m) == 0 and float(q.scale) == 1.0 and not q.calibrated and not q.enabled
+    with pytest.raises(TypeError):
+        UniformQuantizer(4).set(t(0.25))  # parameters are named: a positional scale is refused
+
+
+def test_minmax_params_by_hand():
+    stats = {"absmax": t(3.5), "max": t(3.5), "min": t(-0.17)}
+    assert torch.allclose(UniformQuantizer(4).minmax_params(stats)["scale"], t(0.5))  # 3.5 / 7
+    assert torch.allclose(UniformQuantizer(4, signed=False).minmax_params(stats)["scale"], t(3.5 / 15))
+    # twin GELU: Δp = 3.5 / 7 = 0.5; negatives need 0.17 / 7 = 0.0243; log2(0.5 / 0.0243) = 4.36 -> m = 4
+    p = TwinGeluQuantizer(4).minmax_params(stats)
+    assert torch.allclose(p["scale"], t(0.5)) and float(p["m"]) == 4.0
+    # twin softmax: no scale; the split starts mid-way, one per channel of the statistics
+    assert torch.equal(TwinSoftmaxQuantizer(6).minmax_params({"absmax": t([1.0, 1.0, 1.0])})["m"], t([3.0, 3.0, 3.0]))
+
+
+def test_search_spaces():
+    assert UniformQuantizer(6).search_space() == {"scale": None}
+    assert torch.equal(TwinSoftmaxQuantizer(6).search_space()["m"], t([0, 1, 2, 3, 4, 5]))
+    space = TwinGeluQuantizer(6).search_space()
+    assert list(space) == ["scale", "m"] and space["scale"] is None
+    assert torch.equal(space["m"], torch.arange(-2.0, 13.0))
+
+
+def test_steps_levels_and_code_fields_by_hand():
+    u, _, ts, tg = _calibrated_examples()
+    assert u.steps() == {"step": 0.25} and u.level_groups()["uniform"].tolist() == [i * 0.25 for i in range(-8, 8)]
+    assert ts.steps() == {"fine": 1 / 32, "coarse": 1 / 8}
+    assert tg.steps() == {"positive": 0.5, "negative": 0.0625}
+    assert tg.level_groups()["negative"].tolist() == [-i / 16 for i in range(8)]
+    # code 0b1010 = 10: range bit 1, magnitude 2, coarse step; GELU code 10: negative, magnitude 2
+    assert ts.code_fields(10) == {"range bit": 1, "magnitude": 2, "step": 0.125}
+    assert tg.code_fields(10) == {"sign bit": 1, "magnitude": 2, "step": 0.0625}
+    assert u.code_fields(3) == {}
+    assert "Δ1=Δ2/2^2" in ts.label() and "Δn=Δp/2^3" in tg.label() and "signed" in u.label()
 
 
 # ----------------------------------------------------------------------------- round_ste

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
@@ -14,20 +13,13 @@ from ptqlib.core.quant import TwinGeluQuantizer, TwinSoftmaxQuantizer, uniform_f
 from ptqlib.core.search import linear_grid
 from ptqlib.engine.wrap import quantizers
 
-
-def _tiny_vit() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64).eval()
-
-
-def _images(n: int = 4) -> torch.Tensor:
-    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+from helpers import random_images, tiny_vit
 
 
 def test_minmax_scales_are_absmax_over_qmax() -> None:
     config = get_method("minmax", 8, 6)
-    model = quantize_model(_tiny_vit(), config)
-    x = _images()
+    model = quantize_model(tiny_vit(), config)
+    x = random_images()
     calibrate(model, x, config, progress=False)
     fc1 = model.get_submodule("blocks.0.mlp.fc1")
     assert torch.allclose(fc1.weight_quant.scale, fc1.weight.detach().abs().max() / 127)
@@ -42,8 +34,8 @@ def test_minmax_scales_are_absmax_over_qmax() -> None:
 
 def test_every_quantizer_is_calibrated_and_enabled() -> None:
     config = get_method("ptq4vit", 6, 6, search="coarse_to_fine")
-    model = quantize_model(_tiny_vit(), config)
-    report = calibrate(model, _images(), config, progress=False)
+    model = quantize_model(tiny_vit(), config)
+    report = calibrate(model, random_images(), config, progress=False)
     names = {n for n, _ in quantizers(model) if not n.endswith("patch_embed.proj.input_quant")}
     assert set(report.scales) == names
     assert all(q.enabled for n, q in quantizers(model) if n in names)
@@ -58,9 +50,9 @@ def test_every_quantizer_is_calibrated_and_enabled() -> None:
 def test_input_search_matches_brute_force() -> None:
     """The chosen input scale of a Linear is the grid argmin of the metric, computed here by hand."""
     config = get_method("baseptq", 6, 6, metric="mse", rounds=1)
-    model = quantize_model(_tiny_vit(), config)
+    model = quantize_model(tiny_vit(), config)
     site = next(s for s in sites(model) if s.name == "blocks.1.mlp.fc1")
-    cap = capture(model, _images(), [site], grads=False)[site.name]
+    cap = capture(model, random_images(), [site], grads=False)[site.name]
     scales, _ = calibrate_site(site, cap, config)
     x = cap.inputs[0]
     layer = site.module
@@ -78,8 +70,8 @@ def test_input_search_matches_brute_force() -> None:
 
 def test_per_channel_and_per_head_granularity() -> None:
     config = get_method("ptq4vit", 8, 8, weight_granularity="channel", matmul_granularity="head", search="coarse_to_fine")
-    model = quantize_model(_tiny_vit(), config)
-    calibrate(model, _images(), config, progress=False)
+    model = quantize_model(tiny_vit(), config)
+    calibrate(model, random_images(), config, progress=False)
     fc2 = model.get_submodule("blocks.0.mlp.fc2")
     assert fc2.weight_quant.scale.shape == (fc2.out_features, 1)
     assert len(set(fc2.weight_quant.scale.flatten().tolist())) > 1
@@ -89,10 +81,10 @@ def test_per_channel_and_per_head_granularity() -> None:
 
 
 def test_search_never_worse_than_minmax_on_output_error() -> None:
-    x = _images()
+    x = random_images()
     errors = {}
     for method in ("minmax", "ptq4vit"):
-        model = _tiny_vit()
+        model = tiny_vit()
         with torch.no_grad():
             ref = model(x)
         config = get_method(method, 4, 4, metric="mse")
@@ -104,10 +96,10 @@ def test_search_never_worse_than_minmax_on_output_error() -> None:
 
 
 def test_pseudo_label_gradients_carry_information_unlike_official_kl() -> None:
-    model = quantize_model(_tiny_vit(), get_method("ptq4vit"))
+    model = quantize_model(tiny_vit(), get_method("ptq4vit"))
     site = [s for s in sites(model) if s.name == "blocks.1.mlp.fc2"]
-    ours = capture(model, _images(), site, grads=True, grad_loss="pseudo_label_ce")[site[0].name].grad
-    official = capture(model, _images(), site, grads=True, grad_loss="official_kl")[site[0].name].grad
+    ours = capture(model, random_images(), site, grads=True, grad_loss="pseudo_label_ce")[site[0].name].grad
+    official = capture(model, random_images(), site, grads=True, grad_loss="official_kl")[site[0].name].grad
     assert ours.abs().mean() > 1e4 * official.abs().mean()
     assert ours.abs().mean() > 0
 
@@ -125,8 +117,8 @@ def test_chunked_calibration_gives_identical_scales() -> None:
     config = get_method("ptq4vit", 8, 8, search="coarse_to_fine", max_tokens=64)
     results = []
     for chunks in (1, 3):
-        model = quantize_model(_tiny_vit(), config.replace(chunks=chunks))
-        report = calibrate(model, _images(), config.replace(chunks=chunks), progress=False)
+        model = quantize_model(tiny_vit(), config.replace(chunks=chunks))
+        report = calibrate(model, random_images(), config.replace(chunks=chunks), progress=False)
         results.append(report)
     assert results[1].passes == 3
     for name, params in results[0].scales.items():
@@ -135,12 +127,15 @@ def test_chunked_calibration_gives_identical_scales() -> None:
 
 
 def test_sequential_calibration_sees_quantized_inputs() -> None:
-    x = _images()
+    x = random_images()
     parallel = get_method("ptq4vit", 4, 4, search="coarse_to_fine")
     sequential = parallel.replace(order="sequential")
-    par, seq = quantize_model(_tiny_vit(), parallel), quantize_model(_tiny_vit(), sequential)
+    par, seq = quantize_model(tiny_vit(), parallel), quantize_model(tiny_vit(), sequential)
     rp, rs = calibrate(par, x, parallel, progress=False), calibrate(seq, x, sequential, progress=False)
     assert rs.passes > rp.passes
+    # both passes of sequential order must keep the same rows, so it scores random rows; the report says so
+    assert sequential.row_select == "fisher" and rs.config == sequential.replace(row_select="random")
+    assert rp.config == parallel
     first = "blocks.0.attn.qkv.input_quant"  # sees only float layers before it... but the patch embed is quantized
     last = "blocks.1.mlp.fc2.input_quant"
     assert not torch.equal(rp.scales[last]["scale"], rs.scales[last]["scale"])
@@ -151,7 +146,7 @@ def test_calibrate_rejects_bad_images() -> None:
     from ptqlib import PtqlibError
 
     config = get_method("minmax")
-    model = quantize_model(_tiny_vit(), config)
+    model = quantize_model(tiny_vit(), config)
     with pytest.raises(PtqlibError, match="non-empty batch"):
         calibrate(model, torch.zeros(0, 3, 64, 64), config, progress=False)
 
@@ -159,11 +154,11 @@ def test_calibrate_rejects_bad_images() -> None:
 def test_capture_with_uneven_micro_batches_keeps_the_same_rows_per_image() -> None:
     """A micro-batch that does not divide the batch must not change how many rows each matmul
     image keeps (the parts are concatenated over images)."""
-    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
+    model = quantize_model(tiny_vit(), get_method("ptq4vit", 8, 8))
     chosen = [s for s in sites(model) if s.name in ("blocks.0.attn.matmul_qk", "blocks.0.mlp.fc1")]
     for select in ("random", "fisher"):
-        whole = capture(model, _images(5), chosen, grads=True, max_tokens=10, row_select=select)
-        parts = capture(model, _images(5), chosen, grads=True, max_tokens=10, micro_batch=2, row_select=select)
+        whole = capture(model, random_images(5), chosen, grads=True, max_tokens=10, row_select=select)
+        parts = capture(model, random_images(5), chosen, grads=True, max_tokens=10, micro_batch=2, row_select=select)
         for name in whole:
             assert parts[name].inputs[0].shape == whole[name].inputs[0].shape
             assert parts[name].grad.shape[:-1] == parts[name].inputs[0].shape[:-1]
@@ -173,13 +168,13 @@ def test_capture_with_uneven_micro_batches_keeps_the_same_rows_per_image() -> No
 def test_rows_do_not_depend_on_micro_batching(select: str) -> None:
     """Fisher rows (with an outlier share) are chosen over the whole batch and random rows are one
     sample of the whole batch, so micro-batches only bound memory: the scales stay the same."""
-    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
+    model = quantize_model(tiny_vit(), get_method("ptq4vit", 8, 8))
     # block 0: every row gets a gradient (in the last block only the class token rows do: ties)
     chosen = [s for s in sites(model) if s.name in ("blocks.0.attn.matmul_av", "blocks.0.mlp.fc2", "blocks.0.attn.qkv")]
     kw = dict(grads=True, grad_norm="image", max_tokens=12, row_select=select, outlier_rows=0.25)
-    whole = capture(model, _images(5), chosen, **kw)
+    whole = capture(model, random_images(5), chosen, **kw)
     for micro in (1, 2, 3):
-        parts = capture(model, _images(5), chosen, micro_batch=micro, **kw)
+        parts = capture(model, random_images(5), chosen, micro_batch=micro, **kw)
         for name in whole:
             assert parts[name].inputs[0].shape == whole[name].inputs[0].shape, (name, micro)
             torch.testing.assert_close(parts[name].inputs[0], whole[name].inputs[0])
@@ -187,8 +182,8 @@ def test_rows_do_not_depend_on_micro_batching(select: str) -> None:
 
 
 def test_fisher_rows_are_those_with_the_largest_gradient_energy() -> None:
-    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
-    x = _images(3)
+    model = quantize_model(tiny_vit(), get_method("ptq4vit", 8, 8))
+    x = random_images(3)
     fc2 = [s for s in sites(model) if s.name == "blocks.1.mlp.fc2"]
     qk = [s for s in sites(model) if s.name == "blocks.1.attn.matmul_qk"]
     full = capture(model, x, fc2 + qk, grads=True, grad_norm="image")
@@ -210,8 +205,8 @@ def test_fisher_rows_are_those_with_the_largest_gradient_energy() -> None:
 def test_outlier_rows_are_the_largest_inputs_then_the_fisher_rows() -> None:
     """``outlier_rows=0.5`` of 6 kept rows: the 3 rows of largest input magnitude, then the 3 of
     largest gradient energy among the others (for matmuls: per image, 1 by magnitude, 1 by energy)."""
-    model = quantize_model(_tiny_vit(), get_method("ptq4vit", 8, 8))
-    x = _images(3)
+    model = quantize_model(tiny_vit(), get_method("ptq4vit", 8, 8))
+    x = random_images(3)
     chosen = [s for s in sites(model) if s.name in ("blocks.0.mlp.fc2", "blocks.0.attn.matmul_qk")]
     full = capture(model, x, chosen, grads=True, grad_norm="image")
     kept = capture(model, x, chosen, grads=True, grad_norm="image", max_tokens=6, row_select="fisher", outlier_rows=0.5)
@@ -240,9 +235,9 @@ def test_a_converged_search_is_not_repeated_and_changes_nothing(monkeypatch: pyt
 
     calibrate_module = importlib.import_module("ptqlib.engine.calibrate")
     config = get_method("ptq4vit", 6, 6, rounds=4, max_tokens=64)
-    model = quantize_model(_tiny_vit(), config)
+    model = quantize_model(tiny_vit(), config)
     site_list = sites(model)
-    caps = capture(model, _images(4), site_list, grads=True, grad_norm="image", max_tokens=64, row_select="fisher")
+    caps = capture(model, random_images(4), site_list, grads=True, grad_norm="image", max_tokens=64, row_select="fisher")
     remembered = {s.name: calibrate_site(s, caps[s.name], config) for s in site_list}
     # the same searches, each run every round
     def every_time(self, score, grid, channels, config, chunk, previous=None, exhaustive=False, tag="", given=()):

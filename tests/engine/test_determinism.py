@@ -8,12 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import safetensors.torch
 import timm
 import torch
-from PIL import Image
 
 from ptqlib import __version__, calibrate, get_method, quantize_model
 from ptqlib.engine.calibrate import Scales
@@ -23,16 +21,9 @@ from ptqlib.engine.guards import estimate_memory
 from ptqlib.io.models import load_model
 from ptqlib.engine.wrap import sites
 
+from helpers import random_image_folder, random_images, tiny_vit
+
 CONFIG = get_method("ptq4vit", 6, 6, search="coarse_to_fine", max_tokens=48)
-
-
-def _small_vit() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2, img_size=64).eval()
-
-
-def _images(n: int = 4) -> torch.Tensor:
-    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(2))
 
 
 def _same(a: Scales, b: Scales) -> bool:
@@ -44,10 +35,10 @@ def test_same_seed_same_scales_and_logits_other_seed_other_sample() -> None:
     runs = []
     for seed in (0, 0, 1):
         config = CONFIG.replace(seed=seed, row_select="random")
-        model = quantize_model(_small_vit(), config)
-        report = calibrate(model, _images(), config, progress=False)
+        model = quantize_model(tiny_vit(), config)
+        report = calibrate(model, random_images(), config, progress=False)
         with torch.no_grad():
-            runs.append((report.scales, model(_images(2))))
+            runs.append((report.scales, model(random_images(2))))
     (s0, y0), (s1, y1), (s2, _) = runs
     assert _same(s0, s1) and torch.equal(y0, y1)
     assert not _same(s0, s2)  # the seed picks the random token sample, so it matters
@@ -57,33 +48,31 @@ def test_fisher_rows_do_not_depend_on_the_seed() -> None:
     scales = []
     for seed in (0, 1):
         config = CONFIG.replace(seed=seed, row_select="fisher")
-        model = quantize_model(_small_vit(), config)
-        scales.append(calibrate(model, _images(), config, progress=False).scales)
+        model = quantize_model(tiny_vit(), config)
+        scales.append(calibrate(model, random_images(), config, progress=False).scales)
     assert _same(*scales)
 
 
 def test_memory_guard_chunks_do_not_change_scales(capsys: pytest.CaptureFixture[str]) -> None:
-    x = _images()
-    whole = quantize_model(_small_vit(), CONFIG)
+    x = random_images()
+    whole = quantize_model(tiny_vit(), CONFIG)
     reference = calibrate(whole, x, CONFIG, progress=False)
-    chunked = quantize_model(_small_vit(), CONFIG)
+    chunked = quantize_model(tiny_vit(), CONFIG)
     estimate = estimate_memory(chunked, x, sites(chunked), CONFIG)
     budget = (estimate.group_bytes([s.name for s in sites(chunked)]) // 2) / 1024**3
     report = calibrate(chunked, x, CONFIG, progress=False, max_memory=budget)
     assert report.passes > reference.passes == 1
     assert "memory guard" in capsys.readouterr().err
     assert _same(report.scales, reference.scales)
+    # the report records the recipe actually used: the guard's chunks, not the requested one
+    assert report.config.chunks == report.passes > CONFIG.chunks == reference.config.chunks
 
 
 @pytest.fixture(scope="module")
 def self_labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six images labelled with test_vit's (seed 3) own float predictions."""
-    root = tmp_path_factory.mktemp("self_labelled")
-    (root / "images").mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / "images" / f"x{i}.png")
-    (root / "labels.txt").write_text("".join(f"x{i}.png 0\n" for i in range(6)))
+    root = random_image_folder(tmp_path_factory.mktemp("self_labelled"), {f"x{i}.png": 0 for i in range(6)},
+                               size=64, rng=4)
     model = load_model("test_vit", random_init=True, seed=3)
     data = LabeledImages(root, transform=model_transform(model))
     with torch.no_grad():

@@ -97,13 +97,13 @@ def test_quant_linear_computes_quantized_product_and_caches_weight() -> None:
     q = QuantLinear(lin, UniformQuantizer(4), UniformQuantizer(4), role="fc1")
     x = torch.randn(3, 8)
     assert torch.equal(q(x), lin(x))  # off == float
-    q.weight_quant.set(torch.tensor(0.05))
-    q.input_quant.set(torch.tensor(0.3))
+    q.weight_quant.set(scale=torch.tensor(0.05))
+    q.input_quant.set(scale=torch.tensor(0.3))
     expected = F.linear(uniform_fake(x, torch.tensor(0.3), 4), uniform_fake(lin.weight, torch.tensor(0.05), 4), lin.bias)
     assert torch.equal(q(x), expected)
     first = q.quantized_weight()
     assert q.quantized_weight() is first  # cached
-    q.weight_quant.set(torch.tensor(0.1))  # a new scale invalidates the cache
+    q.weight_quant.set(scale=torch.tensor(0.1))  # a new scale invalidates the cache
     assert torch.equal(q.quantized_weight(), uniform_fake(lin.weight.detach(), torch.tensor(0.1), 4))
     with torch.no_grad():
         lin.weight.mul_(2)  # so does an in-place weight change
@@ -117,21 +117,21 @@ def test_quant_conv_and_matmul() -> None:
     x = torch.randn(2, 3, 8, 8)
     assert torch.equal(qc(x), conv(x))
     scale = torch.full((4, 1, 1, 1), 0.01)
-    qc.weight_quant.set(scale)
+    qc.weight_quant.set(scale=scale)
     assert torch.equal(qc(x), F.conv2d(x, uniform_fake(conv.weight, scale, 6), conv.bias, 4))
     mm = QuantMatMul(UniformQuantizer(4), UniformQuantizer(4), role="matmul_qk")
     a, b = torch.randn(1, 2, 3, 5), torch.randn(1, 2, 5, 3)
     assert torch.equal(mm(a, b), a @ b)
     per_head = torch.tensor([0.1, 0.2]).view(1, 2, 1, 1)
-    mm.a_quant.set(per_head)
-    mm.b_quant.set(torch.tensor(0.25))
+    mm.a_quant.set(scale=per_head)
+    mm.b_quant.set(scale=torch.tensor(0.25))
     assert torch.equal(mm(a, b), uniform_fake(a, per_head, 4) @ uniform_fake(b, torch.tensor(0.25), 4))
 
 
 def test_set_quantization_and_disabled_context() -> None:
     model = quantize_model(_model("vit_tiny_patch16_224"), get_method("minmax"))
     qkv = model.get_submodule("blocks.0.attn.qkv")
-    qkv.input_quant.set(torch.tensor(0.5))
+    qkv.input_quant.set(scale=torch.tensor(0.5))
     with quantization_disabled(model):
         assert not qkv.input_quant.enabled
     assert qkv.input_quant.enabled

@@ -27,24 +27,22 @@ from ptqlib.io.models import find_checkpoint, load_model
 from ptqlib.core.quant import TwinGeluQuantizer, TwinSoftmaxQuantizer
 from ptqlib.engine.wrap import quantizers
 
+from helpers import random_images
+
 TINY = "vit_tiny_patch16_224"
 CONFIG = get_method("ptq4vit", 4, 4, rounds=1, n=20, search="coarse_to_fine", max_tokens=64)
-
-
-def _images(n: int, seed: int = 1) -> torch.Tensor:
-    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path, torch.Tensor]:
     """A ViT-Ti (random weights, seed 0) calibrated with CONFIG, saved; and its logits on 2 images."""
     model = quantize_model(load_model(TINY, random_init=True), CONFIG)
-    calibrate(model, _images(2), CONFIG, progress=False)
+    calibrate(model, random_images(2, size=224, seed=1), CONFIG, progress=False)
     path = tmp_path_factory.mktemp("saved") / "tiny_w4a4.safetensors"
     save_quantized(model, path, CONFIG, model_name=TINY, random_init=True, init_seed=0,
                    info={"seed": 0, "calib_files": ["a.JPEG", "b.JPEG"]})
     with torch.no_grad():
-        logits = model(_images(2, seed=5))
+        logits = model(random_images(2, size=224, seed=5))
     return model, path, logits
 
 
@@ -61,7 +59,7 @@ def test_load_reproduces_outputs_bit_for_bit(saved) -> None:
     fresh = load_model(TINY, random_init=True)  # float weights only: no calibration below
     loaded = load_quantized(path, model=fresh)
     with torch.no_grad():
-        assert torch.equal(loaded(_images(2, seed=5)), logits)
+        assert torch.equal(loaded(random_images(2, size=224, seed=5)), logits)
     original = dict(quantizers(model))
     for name, q in quantizers(loaded):
         p = original[name]
@@ -75,7 +73,7 @@ def test_load_by_name_rebuilds_the_float_model(saved) -> None:
     loaded = load_quantized(path)  # the header says: random weights with seed 0
     assert not loaded.training
     with torch.no_grad():
-        assert torch.equal(loaded(_images(2, seed=5)), logits)
+        assert torch.equal(loaded(random_images(2, size=224, seed=5)), logits)
 
 
 def test_header_records_method_config_bits_and_versions(saved) -> None:
@@ -108,11 +106,11 @@ def test_load_with_recorded_checkpoint(tmp_path: Path) -> None:
     safetensors.torch.save_file(state, ckpt)
     config = get_method("minmax", 6, 6)
     model = quantize_model(load_model(TINY, ckpt), config)
-    calibrate(model, _images(1), config, progress=False)
+    calibrate(model, random_images(1, size=224, seed=1), config, progress=False)
     save_quantized(model, tmp_path / "q.safetensors", config, checkpoint=ckpt)
     assert read_header(tmp_path / "q.safetensors")["checkpoint"] == str(ckpt.resolve())
     loaded = load_quantized(tmp_path / "q.safetensors")
-    x = _images(1, seed=9)
+    x = random_images(1, size=224, seed=9)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
 
@@ -195,6 +193,7 @@ def test_save_refuses_uncalibrated_models_and_unwritable_paths(saved, tmp_path: 
 # ----------------------------------------------------------------------------- the real ViT-Ti
 
 
+@pytest.mark.slow
 def test_real_vit_tiny_save_load_evaluate_reproduces_accuracy_and_logits(
         shared_data: DataPaths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     checkpoint = find_checkpoint(TINY, shared_data.root)

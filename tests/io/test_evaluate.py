@@ -35,6 +35,9 @@ def test_top1_top5_counts(as_tuple: bool) -> None:
     assert isinstance(result, Accuracy)
     assert (result.top1, result.top5, result.images) == (50.0, 75.0, 4)
     assert result.seconds >= 0
+    # per image, in loader order: argmax of each row, and the labels
+    assert result.predictions == (0, 1, 2, 4) and result.labels == (0, 1, 4, 5)
+    assert result.correct() == [True, True, False, False]
 
 
 def test_fewer_than_five_classes() -> None:

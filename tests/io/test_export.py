@@ -26,6 +26,8 @@ from ptqlib.io.models import load_model
 from ptqlib.core.quant import Quantizer, TwinGeluQuantizer, TwinSoftmaxQuantizer, UniformQuantizer
 from ptqlib.engine.wrap import quantizers
 
+from helpers import random_image_folder, random_images
+
 CONFIGS = {
     "ptq4vit_w4a4": get_method("ptq4vit", 4, 4, rounds=1, n=20, search="coarse_to_fine", max_tokens=64),
     "uniform_w8a6": PTQConfig(method="custom", w_bits=8, a_bits=6, softmax_unsigned=True, weight_granularity="channel",
@@ -38,8 +40,8 @@ def calibrated(request: pytest.FixtureRequest) -> tuple[nn.Module, torch.Tensor,
     """A calibrated ViT-Ti and one image to push through it."""
     config = CONFIGS[request.param]
     model = quantize_model(load_model("vit_tiny_patch16_224", random_init=True), config)
-    calibrate(model, torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)), config, progress=False)
-    return model, torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(7)), config
+    calibrate(model, random_images(2, size=224, seed=1), config, progress=False)
+    return model, random_images(1, size=224, seed=7), config
 
 
 def _activation_outputs(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -188,14 +190,7 @@ def test_quantizer_modules_codes_fit_and_error_is_half_a_step(kind, bits, m, sca
 
 
 def _image_folder(root: Path, n: int = 3) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(root / "images" / f"img{i}.JPEG")
-    (root / "labels.txt").write_text("".join(f"img{i}.JPEG {i}\n" for i in range(n)))
-    return root
+    return random_image_folder(root, {f"img{i}.JPEG": i for i in range(n)})
 
 
 def test_cli_export_writes_codes_that_reproduce_the_saved_model(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -6,22 +6,14 @@ needed: setting ``explorer.block.value`` runs the same callback a browser change
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ptqlib.lab import activations, fitting
-from ptqlib.io.models import load_model
 from ptqlib.lab.widgets import ActivationExplorer, TwinExplorer, figure_png
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread(one_torch_thread):
-    """Every test here runs on one torch thread (see conftest)."""
-
-
 @pytest.fixture(scope="module")
-def acts(one_thread):
-    model = load_model("test_vit", random_init=True, seed=0)
-    images = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+def acts(model, images):
+    """The lab fixtures' test_vit and images (tests/lab/conftest.py), on fewer rows."""
     return activations.capture_activations(model, images, max_tokens=48)
 
 

@@ -1,0 +1,343 @@
+"""The reference results and the README's results table made from them: one source of truth.
+
+``results/reference/<model>.json`` (committed) holds the main job's records (``python -m ptqlib
+reproduce`` writes ``results/<model>.json``; ``python -m ptqlib report --promote`` copies it here,
+checked). ``results/reference/official_ptq4vit.csv`` beside it holds the few numbers of the official
+PTQ4ViT code the table quotes, copied from ``$PTQLIB_DATA/official-ptq4vit-results.md`` (not
+committed). The README's table is rendered from these two files and nothing else, and a test
+checks that the committed README equals the rendering.
+
+* :func:`promote` — check a main-job result file and write it into the reference folder;
+* :func:`results_markdown` / :func:`render_reference` — the README's table, every ptqlib top-1
+  with its 95 % bootstrap interval over the images;
+* :func:`update_readme` — rewrite the part of a README between the results-table markers;
+* :func:`check_reference` — a fresh run against the reference record of the same configuration,
+  paired on the images (McNemar), so the main job can say when it differs beyond noise.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..core.stats import ALPHA, Comparison, compare, top1_interval
+from ..errors import PtqlibError
+from ..io.files import write_text
+
+__all__ = ["REFERENCE_DIR", "OFFICIAL_CSV", "OFFICIAL_COLUMNS", "BEGIN", "END", "METHOD_NAMES", "TABLE_METHODS",
+           "OfficialResult", "ReferenceCheck", "reference_path", "check_records", "load_records", "reference_records",
+           "promote", "load_official", "results_markdown", "render_reference", "readme_table", "replace_table",
+           "update_readme", "find_reference", "check_reference"]
+
+#: The committed reference folder (relative to the repository root, where the commands run).
+REFERENCE_DIR = Path("results/reference")
+#: The official code's numbers the README quotes, in the reference folder.
+OFFICIAL_CSV = "official_ptq4vit.csv"
+OFFICIAL_COLUMNS = ("model", "method", "w_bits", "a_bits", "top1", "calib_seconds", "source")
+#: The README's markers around the generated table.
+BEGIN = "<!-- results-table:begin -->"
+END = "<!-- results-table:end -->"
+#: How the table names the methods, and their row order (others follow, sorted).
+METHOD_NAMES = {"ptq4vit": "PTQ4ViT", "baseptq": "BasePTQ", "minmax": "min-max"}
+TABLE_METHODS = ("ptq4vit", "baseptq")
+
+#: What every reference record needs (the per-image outcomes make paired comparisons possible).
+_REQUIRED = ("model", "method", "w_bits", "a_bits", "top1", "eval_images", "predictions", "labels")
+#: What makes a fresh record comparable with a reference record: the same configuration on the same images.
+_MATCH = ("model", "method", "w_bits", "a_bits", "calib_files", "eval_images")
+
+
+def _name(record: Mapping[str, Any]) -> str:
+    """``PTQ4ViT W6A6``: how a record's configuration is named in tables and messages."""
+    method = str(record.get("method"))
+    return f"{METHOD_NAMES.get(method, method)} W{record.get('w_bits')}A{record.get('a_bits')}"
+
+
+def reference_path(folder: str | Path, model: str) -> Path:
+    """The reference file of timm model ``model`` in ``folder`` (a ``/`` in the name becomes ``_``,
+    as for the main job's ``results/<model>.json``)."""
+    return Path(folder) / f"{model.replace('/', '_')}.json"
+
+
+def _correct(record: Mapping[str, Any]) -> np.ndarray:
+    """Per image: whether the record's prediction equals the label."""
+    return np.asarray(record["predictions"]) == np.asarray(record["labels"])
+
+
+def check_records(records: Any, source: str | Path) -> list[dict[str, Any]]:
+    """``records`` if they can serve as reference results, else a one-line PtqlibError naming ``source``.
+
+    They must be a non-empty list of result records of one model, one per method and bit-width,
+    each with every image's prediction and label (``eval_images`` of each) and a ``top1`` that
+    equals the share of correct predictions.
+    """
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise PtqlibError(f"{source} holds no result records (expected the JSON list the main job writes)")
+    seen: set[tuple[Any, Any, Any]] = set()
+    for r in records:
+        missing = [k for k in _REQUIRED if r.get(k) is None]
+        if missing:
+            raise PtqlibError(f"{source}: the {_name(r)} record lacks {', '.join(missing)}; rerun the main job "
+                              "(python -m ptqlib reproduce), which records every image's prediction and label")
+        predictions, labels, n = r["predictions"], r["labels"], r["eval_images"]
+        if not (isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels) == n
+                and n > 0 and all(isinstance(v, int) for v in (*predictions, *labels))):
+            raise PtqlibError(f"{source}: the {_name(r)} record's predictions and labels are not {n} class indices "
+                              "each; use a result file written by the main job")
+        measured = 100 * float(_correct(r).mean())
+        if abs(measured - float(r["top1"])) > 0.006:
+            raise PtqlibError(f"{source}: the {_name(r)} record says top-1 {r['top1']} but its predictions give "
+                              f"{measured:.2f}; use a result file written by the main job")
+        key = (r["method"], r["w_bits"], r["a_bits"])
+        if key in seen:
+            raise PtqlibError(f"{source} holds two {_name(r)} records; keep one per method and bit-width")
+        seen.add(key)
+    models = sorted({str(r["model"]) for r in records})
+    if len(models) > 1:
+        raise PtqlibError(f"{source} mixes models ({', '.join(models)}); a reference file is for one model")
+    return records
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """The checked records (:func:`check_records`) of a result file."""
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PtqlibError(f"{path} does not exist; run the main job (python -m ptqlib reproduce) or promote its "
+                          "result (python -m ptqlib report --promote results/<model>.json)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        raise PtqlibError(f"cannot read {path}: {reason}; use a result file written by the main job") from None
+    return check_records(records, path)
+
+
+def reference_records(folder: str | Path, model: str) -> list[dict[str, Any]]:
+    """The reference records of ``model`` in ``folder``; ``[]`` when it has none."""
+    path = reference_path(folder, model)
+    return load_records(path) if path.is_file() else []
+
+
+def _reference_json(records: Sequence[Mapping[str, Any]]) -> str:
+    """JSON with one field a line: the per-image lists stay on one line each, so the file stays
+    small and a diff shows which fields changed."""
+    blocks = []
+    for r in records:
+        fields = ",\n".join(f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in r.items())
+        blocks.append("  {\n" + fields + "\n  }")
+    return "[\n" + ",\n".join(blocks) + "\n]\n"
+
+
+def promote(source: str | Path, folder: str | Path = REFERENCE_DIR) -> tuple[Path, str]:
+    """Check the main job's result file ``source`` and write it, whole, as the reference of its
+    model in ``folder`` (atomically; an earlier reference of that model is replaced).
+
+    Returns:
+        The reference file written and the model it is for.
+    """
+    records = load_records(source)
+    model = str(records[0]["model"])
+    return write_text(reference_path(folder, model), _reference_json(records)), model
+
+
+@dataclass(frozen=True)
+class OfficialResult:
+    """One number of the official code, and the file it was copied from."""
+
+    model: str
+    method: str
+    w_bits: int
+    a_bits: int
+    top1: float
+    calib_seconds: float | None
+    source: str
+
+
+def load_official(path: str | Path, model: str | None = None) -> list[OfficialResult]:
+    """The official code's results in the CSV ``path`` (columns :data:`OFFICIAL_COLUMNS`), for
+    ``model`` only when given; ``[]`` when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise PtqlibError(f"cannot read {path}: {error}; keep its columns {', '.join(OFFICIAL_COLUMNS)}") from None
+    out = []
+    for i, row in enumerate(rows, start=2):
+        try:
+            seconds = row["calib_seconds"]
+            result = OfficialResult(model=row["model"], method=row["method"], w_bits=int(row["w_bits"]),
+                                    a_bits=int(row["a_bits"]), top1=float(row["top1"]),
+                                    calib_seconds=float(seconds) if seconds else None, source=row["source"])
+        except (KeyError, TypeError, ValueError):
+            raise PtqlibError(f"{path} line {i} is not a result row; keep the columns "
+                              f"{', '.join(OFFICIAL_COLUMNS)}") from None
+        if model is None or result.model == model:
+            out.append(result)
+    return out
+
+
+def _seconds(values: Sequence[float | None]) -> str:
+    """``32–43 s`` (the range over a method's bit-widths), ``942 s``, or ``—`` when none is known."""
+    known = sorted(round(float(v)) for v in values if v is not None)
+    if not known:
+        return "—"
+    low, high = known[0], known[-1]
+    return f"{low} s" if low == high else f"{low}–{high} s"
+
+
+def results_markdown(records: Sequence[Mapping[str, Any]], official: Sequence[OfficialResult] = ()) -> str:
+    """The README's results table: one row per method for ptqlib (``records``) and one for the
+    official code where ``official`` has its numbers; a column per bit-width (most bits first)
+    and the calibration time. A ptqlib cell is the top-1 with its 95 % bootstrap interval over the
+    images (``81.92 [80.5, 83.4]``); in each bit-width the official code was run at, the best
+    top-1 is bold.
+    """
+    check_records(list(records), "the reference records")
+    bits = sorted({(r["w_bits"], r["a_bits"]) for r in records} | {(o.w_bits, o.a_bits) for o in official},
+                  reverse=True)
+    present = {r["method"] for r in records} | {o.method for o in official}
+    methods = [m for m in TABLE_METHODS if m in present] + sorted(present - set(TABLE_METHODS))
+    ours = {(r["method"], r["w_bits"], r["a_bits"]): r for r in records}
+    theirs = {(o.method, o.w_bits, o.a_bits): o for o in official}
+    best = {}
+    for w, a in bits:
+        if any(key[1:] == (w, a) for key in theirs):
+            values = [float(r["top1"]) for k, r in ours.items() if k[1:] == (w, a)]
+            best[w, a] = round(max(values + [o.top1 for k, o in theirs.items() if k[1:] == (w, a)]), 2)
+
+    def number(top1: float, w: int, a: int) -> str:
+        text = f"{top1:.2f}"
+        return f"**{text}**" if best.get((w, a)) == round(top1, 2) else text
+
+    lines = ["| method | " + " | ".join(f"W{w}A{a}" for w, a in bits) + " | calibration |",
+             "|---|" + "---|" * (len(bits) + 1)]
+    for method in methods:
+        name = METHOD_NAMES.get(method, method)
+        mine = [ours.get((method, w, a)) for w, a in bits]
+        if any(mine):
+            cells = []
+            for (w, a), r in zip(bits, mine):
+                if r is None:
+                    cells.append("—")
+                    continue
+                ci = top1_interval(_correct(r))
+                cells.append(f"{number(float(r['top1']), w, a)} [{ci.low:.1f}, {ci.high:.1f}]")
+            seconds = _seconds([r.get("calib_seconds") for r in mine if r is not None])
+            lines.append(f"| ptqlib {name} | " + " | ".join(cells) + f" | {seconds} |")
+        official_row = [theirs.get((method, w, a)) for w, a in bits]
+        if any(official_row):
+            cells = ["—" if o is None else number(o.top1, w, a) for (w, a), o in zip(bits, official_row)]
+            seconds = _seconds([o.calib_seconds for o in official_row if o is not None])
+            lines.append(f"| official {name} code | " + " | ".join(cells) + f" | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_reference(folder: str | Path = REFERENCE_DIR, model: str = "vit_tiny_patch16_224") -> str:
+    """The README's table of ``model`` from the reference folder: ``<model>.json`` and the
+    official numbers of ``official_ptq4vit.csv``."""
+    records = load_records(reference_path(folder, model))
+    return results_markdown(records, load_official(Path(folder) / OFFICIAL_CSV, model))
+
+
+def _bounds(text: str, source: str | Path) -> tuple[int, int]:
+    """Where the generated part of ``text`` starts (after the begin marker's line) and ends (at the end marker)."""
+    for marker in (BEGIN, END):
+        if text.count(marker) != 1:
+            found = "no" if marker not in text else "more than one"
+            raise PtqlibError(f"{source} has {found} {marker} line; mark the results table with one {BEGIN} line "
+                              f"before it and one {END} line after it")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    if start > end:
+        raise PtqlibError(f"{source}: {END} comes before {BEGIN}; put the begin marker before the table")
+    if text[start:start + 1] == "\n":
+        start += 1
+    return start, end
+
+
+def readme_table(text: str, source: str | Path = "the README") -> str:
+    """The part of a README's ``text`` between the results-table markers (the table, as rendered)."""
+    start, end = _bounds(text, source)
+    return text[start:end]
+
+
+def replace_table(text: str, table: str, source: str | Path = "the README") -> str:
+    """``text`` with the part between the results-table markers replaced by ``table``."""
+    start, end = _bounds(text, source)
+    return text[:start] + table + text[end:]
+
+
+def update_readme(path: str | Path, table: str) -> bool:
+    """Rewrite the table between the markers of the README at ``path`` (atomically; the rest of
+    the file stays byte for byte). Returns whether it changed."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise PtqlibError(f"cannot read {path}: {reason}; name the README with --readme") from None
+    new = replace_table(text, table, path)
+    if new == text:
+        return False
+    write_text(path, new)
+    return True
+
+
+def find_reference(result: Mapping[str, Any], reference: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The reference record of ``result``'s configuration on the same images (same model and
+    weights kind, method, bits, calibration files, evaluated images and labels), or None."""
+    if result.get("labels") is None:
+        return None
+    for r in reference:
+        same_weights = bool(r.get("random_init")) == bool(result.get("random_init"))
+        if all(r.get(k) == result.get(k) for k in _MATCH) and same_weights and r.get("labels") == result["labels"]:
+            return r
+    return None
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """A fresh run against its reference record: ``comparison`` is fresh minus reference, paired
+    on the images; ``notes`` say what else differs (the engine, settings of the recipe)."""
+
+    name: str
+    top1: float
+    reference_top1: float
+    comparison: Comparison
+    notes: tuple[str, ...] = ()
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the exact McNemar test finds no difference at the 5 % level."""
+        return self.comparison.test.p_value >= ALPHA
+
+    def line(self) -> str:
+        """``PTQ4ViT W6A6: 77.85 vs reference 78.31 (-0.46 [-1.2, 0.3]), McNemar p=0.21: within noise``."""
+        d = self.comparison.difference
+        verdict = "within noise" if self.within_noise else "differs from the reference beyond noise"
+        notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+        return (f"{self.name}: {self.top1:.2f} vs reference {self.reference_top1:.2f} ({d.estimate:+.2f} "
+                f"[{d.low:.1f}, {d.high:.1f}]), McNemar p={self.comparison.test.p_value:.2g}: {verdict}{notes}")
+
+
+def check_reference(result: Mapping[str, Any], reference: Sequence[Mapping[str, Any]]) -> ReferenceCheck | None:
+    """Compare a fresh result record with the reference record of the same configuration
+    (:func:`find_reference`), image by image; None when the reference has none."""
+    ref = find_reference(result, reference)
+    if ref is None:
+        return None
+    notes = []
+    if result.get("engine") != ref.get("engine"):
+        notes.append("the engine changed since the reference")
+    mine, theirs = result.get("config") or {}, ref.get("config") or {}
+    changed = sorted(k for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+    if changed:
+        notes.append(f"settings differ: {', '.join(changed)}")
+    return ReferenceCheck(_name(result), float(result["top1"]), float(ref["top1"]),
+                          compare(_correct(result), _correct(ref)), tuple(notes))
