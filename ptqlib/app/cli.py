@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--promote makes a main-job result the reference first, --readme rewrites the "
                                    "table between the README's results-table markers.")
     t.add_argument("--promote", type=Path, metavar="JSON",
-                   help="check this main-job result (results/<model>.json) and make it the reference of its model")
+                   help="check this main-job result (results/<model>.json) and make it the reference of its model, "
+                        "or a sweep's table (results/sweeps/<name>.jsonl: the calibration-draw table)")
     t.add_argument("--reference-dir", type=Path, default=Path("results/reference"), metavar="DIR",
                    help="the reference folder (default results/reference)")
     t.add_argument("--model", default="vit_tiny_patch16_224",
@@ -398,17 +399,24 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import promote, render_reference, update_readme
+    from .report import DRAWS_BEGIN, DRAWS_END, promote, promote_sweep, render_draws, render_reference, update_readme
 
     model = args.model
-    if args.promote is not None:
+    if args.promote is not None and args.promote.suffix == ".jsonl":  # a sweep's table
+        print(f"wrote {promote_sweep(args.promote, args.reference_dir)}")
+    elif args.promote is not None:
         written, model = promote(args.promote, args.reference_dir)
         print(f"wrote {written}")
     table = render_reference(args.reference_dir, model)
+    draws = render_draws(args.reference_dir)
     print(table, end="")
+    if draws is not None:
+        print("\n" + draws, end="")
     if args.readme is not None:
         changed = update_readme(args.readme, table)
-        print(f"{'rewrote the table in' if changed else 'the table is up to date in'} {args.readme}")
+        if draws is not None:
+            changed = update_readme(args.readme, draws, (DRAWS_BEGIN, DRAWS_END)) or changed
+        print(f"{'rewrote the tables in' if changed else 'the tables are up to date in'} {args.readme}")
     return 0
 
 

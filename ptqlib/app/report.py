@@ -10,7 +10,10 @@ checks that the committed README equals the rendering.
 * :func:`promote` — check a main-job result file and write it into the reference folder;
 * :func:`results_markdown` / :func:`render_reference` — the README's table, every ptqlib top-1
   with its 95 % bootstrap interval over the images;
-* :func:`update_readme` — rewrite the part of a README between the results-table markers;
+* :func:`draws_markdown` / :func:`render_draws` — the README's calibration-draw table: top-1 over
+  a sweep's calibration draws (``results/reference/sweeps/<name>.jsonl``, a sweep's table promoted
+  by ``report --promote``), mean ± std, range, and draw 0 (the standard ``calib32.txt``);
+* :func:`update_readme` — rewrite the part of a README between a table's markers;
 * :func:`check_reference` — a fresh run against the reference record of the same configuration,
   paired on the images (McNemar), so the main job can say when it differs beyond noise.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -27,11 +31,13 @@ import numpy as np
 from ..core.stats import ALPHA, Comparison, compare, top1_interval
 from ..errors import PtqlibError
 from ..io.files import write_text
+from ..io.jsonl import current_records, read_records
 
 __all__ = ["REFERENCE_DIR", "OFFICIAL_CSV", "OFFICIAL_COLUMNS", "BEGIN", "END", "METHOD_NAMES", "TABLE_METHODS",
            "OfficialResult", "ReferenceCheck", "reference_path", "check_records", "load_records", "reference_records",
            "promote", "load_official", "results_markdown", "render_reference", "readme_table", "replace_table",
-           "update_readme", "find_reference", "check_reference"]
+           "update_readme", "find_reference", "check_reference", "DRAWS_BEGIN", "DRAWS_END", "draws_markdown",
+           "render_draws", "promote_sweep"]
 
 #: The committed reference folder (relative to the repository root, where the commands run).
 REFERENCE_DIR = Path("results/reference")
@@ -41,6 +47,8 @@ OFFICIAL_COLUMNS = ("model", "method", "w_bits", "a_bits", "top1", "calib_second
 #: The README's markers around the generated table.
 BEGIN = "<!-- results-table:begin -->"
 END = "<!-- results-table:end -->"
+DRAWS_BEGIN = "<!-- draws-table:begin -->"
+DRAWS_END = "<!-- draws-table:end -->"
 #: How the table names the methods, and their row order (others follow, sorted).
 METHOD_NAMES = {"ptq4vit": "PTQ4ViT", "baseptq": "BasePTQ", "minmax": "min-max"}
 TABLE_METHODS = ("ptq4vit", "baseptq")
@@ -79,19 +87,7 @@ def check_records(records: Any, source: str | Path) -> list[dict[str, Any]]:
         raise PtqlibError(f"{source} holds no result records (expected the JSON list the main job writes)")
     seen: set[tuple[Any, Any, Any]] = set()
     for r in records:
-        missing = [k for k in _REQUIRED if r.get(k) is None]
-        if missing:
-            raise PtqlibError(f"{source}: the {_name(r)} record lacks {', '.join(missing)}; rerun the main job "
-                              "(python -m ptqlib reproduce), which records every image's prediction and label")
-        predictions, labels, n = r["predictions"], r["labels"], r["eval_images"]
-        if not (isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels) == n
-                and n > 0 and all(isinstance(v, int) for v in (*predictions, *labels))):
-            raise PtqlibError(f"{source}: the {_name(r)} record's predictions and labels are not {n} class indices "
-                              "each; use a result file written by the main job")
-        measured = 100 * float(_correct(r).mean())
-        if abs(measured - float(r["top1"])) > 0.006:
-            raise PtqlibError(f"{source}: the {_name(r)} record says top-1 {r['top1']} but its predictions give "
-                              f"{measured:.2f}; use a result file written by the main job")
+        _check_record(r, source)
         key = (r["method"], r["w_bits"], r["a_bits"])
         if key in seen:
             raise PtqlibError(f"{source} holds two {_name(r)} records; keep one per method and bit-width")
@@ -100,6 +96,24 @@ def check_records(records: Any, source: str | Path) -> list[dict[str, Any]]:
     if len(models) > 1:
         raise PtqlibError(f"{source} mixes models ({', '.join(models)}); a reference file is for one model")
     return records
+
+
+def _check_record(r: Mapping[str, Any], source: str | Path, required: Sequence[str] = _REQUIRED) -> None:
+    """A one-line PtqlibError unless ``r`` has ``required`` fields, every image's prediction and
+    label, and a top-1 equal to the share of correct predictions."""
+    missing = [k for k in required if r.get(k) is None]
+    if missing:
+        raise PtqlibError(f"{source}: the {_name(r)} record lacks {', '.join(missing)}; rerun the main job "
+                          "(python -m ptqlib reproduce), which records every image's prediction and label")
+    predictions, labels, n = r["predictions"], r["labels"], r["eval_images"]
+    if not (isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels) == n
+            and n > 0 and all(isinstance(v, int) for v in (*predictions, *labels))):
+        raise PtqlibError(f"{source}: the {_name(r)} record's predictions and labels are not {n} class indices "
+                          "each; use a result file written by the main job")
+    measured = 100 * float(_correct(r).mean())
+    if abs(measured - float(r["top1"])) > 0.006:
+        raise PtqlibError(f"{source}: the {_name(r)} record says top-1 {r['top1']} but its predictions give "
+                          f"{measured:.2f}; use a result file written by the main job")
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
@@ -246,19 +260,60 @@ def render_reference(folder: str | Path = REFERENCE_DIR, model: str = "vit_tiny_
     return results_markdown(records, load_official(Path(folder) / OFFICIAL_CSV, model))
 
 
-def _bounds(text: str, source: str | Path) -> tuple[int, int]:
+def draws_markdown(records: Sequence[Mapping[str, Any]]) -> str:
+    """One row per method and bit-width of a sweep's records: the number of calibration draws,
+    top-1 mean ± sample std, min – max, and the top-1 of draw 0 (the standard calibration list)."""
+    groups: dict[tuple[str, int, int], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r.get("method") != "float":
+            groups.setdefault((r["method"], r["w_bits"], r["a_bits"]), []).append(r)
+    if not groups:
+        raise PtqlibError("the sweep has no quantized runs to tabulate; run it first (python -m ptqlib reproduce --sweep FILE)")
+    order = {m: i for i, m in enumerate(TABLE_METHODS)}
+    lines = ["| method | bits | draws | top-1 mean ± std | min – max | draw 0 (calib32) |", "|---|---|---|---|---|---|"]
+    for (method, w, a), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][0], -kv[0][1], -kv[0][2])):
+        top1 = [float(r["top1"]) for r in rs]
+        std = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
+        first = [float(r["top1"]) for r in rs if r.get("draw") == 0]
+        lines.append(f"| {METHOD_NAMES.get(method, method)} | W{w}A{a} | {len(rs)} | {statistics.fmean(top1):.2f}{std} | "
+                     f"{min(top1):.2f} – {max(top1):.2f} | {f'{first[0]:.2f}' if first else '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_draws(folder: str | Path = REFERENCE_DIR, sweep: str = "vit_tiny_statistics") -> str | None:
+    """The draw table of the promoted sweep ``sweep`` (None when the reference folder has none)."""
+    path = Path(folder) / "sweeps" / f"{sweep}.jsonl"
+    return draws_markdown(read_records(path)[0].records) if path.is_file() else None
+
+
+def promote_sweep(source: str | Path, folder: str | Path = REFERENCE_DIR) -> Path:
+    """Copy a sweep's table (``results/sweeps/<name>.jsonl``: one record per line) into
+    ``<folder>/sweeps/``: the records of the current engine, one per run key, each checked like a
+    main-job record (the float runs have no bit-widths)."""
+    source = Path(source)
+    records = current_records(source)
+    if not records:
+        raise PtqlibError(f"{source} holds no record of this engine; run the sweep first (python -m ptqlib reproduce --sweep FILE)")
+    for r in records:
+        _check_record(r, source, [k for k in _REQUIRED if not (r.get("method") == "float" and k.endswith("_bits"))])
+    out = Path(folder) / "sweeps" / source.name
+    write_text(out, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+    return out
+
+
+def _bounds(text: str, source: str | Path, begin: str = BEGIN, end: str = END) -> tuple[int, int]:
     """Where the generated part of ``text`` starts (after the begin marker's line) and ends (at the end marker)."""
-    for marker in (BEGIN, END):
+    for marker in (begin, end):
         if text.count(marker) != 1:
             found = "no" if marker not in text else "more than one"
-            raise PtqlibError(f"{source} has {found} {marker} line; mark the results table with one {BEGIN} line "
-                              f"before it and one {END} line after it")
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    if start > end:
-        raise PtqlibError(f"{source}: {END} comes before {BEGIN}; put the begin marker before the table")
-    if text[start:start + 1] == "\n":
-        start += 1
-    return start, end
+            raise PtqlibError(f"{source} has {found} {marker} line; mark the table with one {begin} line "
+                              f"before it and one {end} line after it")
+    first, last = text.index(begin) + len(begin), text.index(end)
+    if first > last:
+        raise PtqlibError(f"{source}: {end} comes before {begin}; put the begin marker before the table")
+    if text[first:first + 1] == "\n":
+        first += 1
+    return first, last
 
 
 def readme_table(text: str, source: str | Path = "the README") -> str:
@@ -267,13 +322,14 @@ def readme_table(text: str, source: str | Path = "the README") -> str:
     return text[start:end]
 
 
-def replace_table(text: str, table: str, source: str | Path = "the README") -> str:
-    """``text`` with the part between the results-table markers replaced by ``table``."""
-    start, end = _bounds(text, source)
+def replace_table(text: str, table: str, source: str | Path = "the README",
+                  markers: tuple[str, str] = (BEGIN, END)) -> str:
+    """``text`` with the part between a table's markers (default: the results table's) replaced by ``table``."""
+    start, end = _bounds(text, source, *markers)
     return text[:start] + table + text[end:]
 
 
-def update_readme(path: str | Path, table: str) -> bool:
+def update_readme(path: str | Path, table: str, markers: tuple[str, str] = (BEGIN, END)) -> bool:
     """Rewrite the table between the markers of the README at ``path`` (atomically; the rest of
     the file stays byte for byte). Returns whether it changed."""
     path = Path(path)
@@ -282,7 +338,7 @@ def update_readme(path: str | Path, table: str) -> bool:
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise PtqlibError(f"cannot read {path}: {reason}; name the README with --readme") from None
-    new = replace_table(text, table, path)
+    new = replace_table(text, table, path, markers)
     if new == text:
         return False
     write_text(path, new)

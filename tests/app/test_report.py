@@ -16,8 +16,9 @@ import pytest
 
 from ptqlib import PtqlibError
 from ptqlib.app.cli import main
-from ptqlib.app.report import (BEGIN, END, OFFICIAL_CSV, check_reference, find_reference, load_official, promote,
-                               readme_table, reference_path, render_reference, results_markdown, update_readme)
+from ptqlib.app.report import (BEGIN, DRAWS_BEGIN, DRAWS_END, END, OFFICIAL_CSV, check_reference, draws_markdown,
+                               find_reference, load_official, promote, promote_sweep, readme_table, reference_path,
+                               render_draws, render_reference, replace_table, results_markdown, update_readme)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "vit_tiny_patch16_224"
@@ -88,6 +89,46 @@ def test_the_committed_readme_agrees_with_the_committed_reference_results(monkey
         "run: python -m ptqlib report --readme README.md")
     fp = json.loads(reference_path(folder, MODEL).read_text())[0]["fp_top1"]
     assert f"float {fp:.2f})" in readme  # the sentence introducing the table
+    draws = render_draws(folder)
+    if draws is not None:  # the calibration-draw table, from the promoted sweep
+        start, end = readme.index(DRAWS_BEGIN) + len(DRAWS_BEGIN) + 1, readme.index(DRAWS_END)
+        assert readme[start:end] == draws, "README.md's draw table is stale; run: python -m ptqlib report --readme README.md"
+
+
+def _sweep_record(method: str, bits: int, draw: int, correct: int, key: str) -> dict[str, Any]:
+    return _record(method, bits, correct, draw=draw, key=key, engine="e-sweep")
+
+
+def test_the_draw_table_of_hand_made_sweep_records() -> None:
+    records = [_sweep_record("ptq4vit", 6, d, c, f"p{d}") for d, c in enumerate((7, 9, 8))]
+    records += [_sweep_record("baseptq", 8, d, c, f"b{d}") for d, c in enumerate((5, 6))]
+    records.append({**_record("float", 8, 9, key="f"), "method": "float", "w_bits": None, "a_bits": None})
+    # PTQ4ViT W6A6: 70, 90, 80 -> mean 80, sample std 10; BasePTQ W8A8: 50, 60 -> 55 ± 7.07; float left out
+    assert draws_markdown(records) == (
+        "| method | bits | draws | top-1 mean ± std | min – max | draw 0 (calib32) |\n"
+        "|---|---|---|---|---|---|\n"
+        "| PTQ4ViT | W6A6 | 3 | 80.00 ± 10.00 | 70.00 – 90.00 | 70.00 |\n"
+        "| BasePTQ | W8A8 | 2 | 55.00 ± 7.07 | 50.00 – 60.00 | 50.00 |\n")
+    with pytest.raises(PtqlibError, match="no quantized runs"):
+        draws_markdown(records[-1:])
+
+
+def test_promote_sweep_keeps_one_checked_record_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ptqlib.io.jsonl as jsonl
+
+    monkeypatch.setattr("ptqlib.io.provenance.engine_fingerprint", lambda: "e-sweep")
+    table = tmp_path / "sweeps" / "s.jsonl"
+    good = [_sweep_record("ptq4vit", 6, d, 8, f"k{d}") for d in range(2)]
+    for r in good + [good[0]]:  # a run recorded twice: the first record counts
+        jsonl.append_record(table, r)
+    out = promote_sweep(table, tmp_path / "ref")
+    assert out == tmp_path / "ref" / "sweeps" / "s.jsonl"
+    assert [json.loads(line)["key"] for line in out.read_text().splitlines()] == ["k0", "k1"]
+    text = replace_table(f"a\n{DRAWS_BEGIN}\nold\n{DRAWS_END}\nb\n", "new\n", markers=(DRAWS_BEGIN, DRAWS_END))
+    assert text == f"a\n{DRAWS_BEGIN}\nnew\n{DRAWS_END}\nb\n"
+    jsonl.append_record(table, {**good[0], "key": "bad", "top1": 99.0})
+    with pytest.raises(PtqlibError, match="says top-1 99.0 but its predictions give 80.00"):
+        promote_sweep(table, tmp_path / "ref")
 
 
 def test_report_promotes_and_rewrites_only_the_marked_part_of_the_readme(reference: Path, tmp_path: Path,
@@ -98,11 +139,11 @@ def test_report_promotes_and_rewrites_only_the_marked_part_of_the_readme(referen
     source = tmp_path / "results" / "m.json"
     assert main(["report", "--promote", str(source), "--reference-dir", str(reference), "--readme", str(readme)]) == 0
     out = capsys.readouterr().out
-    assert out == f"wrote {reference / 'm.json'}\n{EXPECTED}rewrote the table in {readme}\n"
+    assert out == f"wrote {reference / 'm.json'}\n{EXPECTED}rewrote the tables in {readme}\n"
     assert readme.read_bytes().decode() == f"{before}{BEGIN}\n{EXPECTED}{END}{after}"
     assert update_readme(readme, EXPECTED) is False  # already up to date: not rewritten
     assert main(["report", "--reference-dir", str(reference), "--model", "m", "--readme", str(readme)]) == 0
-    assert capsys.readouterr().out.endswith(f"the table is up to date in {readme}\n")
+    assert capsys.readouterr().out.endswith(f"the tables are up to date in {readme}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "reference", "results"]  # no temporary files
 
 
