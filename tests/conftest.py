@@ -49,6 +49,13 @@ def shared_data() -> DataPaths:
 
 
 @pytest.fixture
+def without_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``PTQLIB_DATA``: explicit paths only (the data folder would add the 1300 real validation
+    images and the real weights to a test's run)."""
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+
+
+@pytest.fixture
 def labeled_folder(tmp_path: Path) -> Path:
     """``labels.txt`` + ``images/`` with RGB, grayscale, CMYK and RGBA (PNG) images."""
     names = {"a_rgb.JPEG": ("RGB", 3), "b_gray.JPEG": ("L", 1), "c_cmyk.JPEG": ("CMYK", 999),

@@ -28,10 +28,7 @@ from ptqlib.engine.capture import capture
 MODEL = "test_vit"
 
 
-@pytest.fixture(autouse=True)
-def _no_data_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Explicit paths only: PTQLIB_DATA would add the 1300 real validation images."""
-    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("without_data")  # explicit paths only
 
 
 def _folder(root: Path, n: int = 4, modes: tuple[str, ...] = ("RGB",)) -> Path:

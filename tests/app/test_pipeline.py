@@ -26,9 +26,7 @@ from helpers import random_image_folder
 MODEL = "test_vit"
 
 
-@pytest.fixture(autouse=True)
-def _no_data_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("without_data")  # explicit paths only
 
 
 @pytest.fixture(scope="module")

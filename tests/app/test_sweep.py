@@ -43,9 +43,7 @@ data = "{data}"
 """
 
 
-@pytest.fixture(autouse=True)
-def _no_data_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+pytestmark = pytest.mark.usefixtures("without_data")  # explicit paths only
 
 
 @pytest.fixture(scope="module")
