@@ -9,17 +9,26 @@ A sweep is models × methods × bit-widths × calibration draws, written as a sm
     methods = ["baseptq", "ptq4vit"]
     bits = ["8/8", "6/6"]                      # W/A pairs
     draws = 10                                 # calibration draws 0..9 (or a list: [0, 3, 7])
-    calib_size = 32
+    calib_size = 32                            # or a list: [8, 16, 32, 64, 128] (a run per size)
     # val_limit = 500       float = true       random_init = false
     # data = "../shared/data"   calib_dir, calib_list, val_dir: as on the command line
     [config]                                   # any PTQConfig field, for every method
     # search = "grid"
     [config.ptq4vit]                           # ... or for one method
     # max_tokens = 0                           # 0 = None, as on the command line
+    [variants.ptq4vit-mse]                     # a named variant of a preset, usable in 'methods'
+    # method = "ptq4vit"                       # the preset it starts from (required)
+    # metric = "mse"                           # ... and the PTQConfig fields it changes
+
+**Variants.** A variant is a preset with some fields changed, under its own name: the name is
+what its records call the method (and ``PTQConfig.method``), so a metric comparison or an
+ablation is one sweep, e.g. ``methods = ["ptq4vit", "ptq4vit-mse"]``. Fields apply in this
+order, later winning: the preset, ``[config]``, ``[config.<preset>]``, the variant's own.
 
 **Draws.** Draw 0 calibrates on the standard list (``calib32.txt`` of the data folder, or
-``calib_list``) when it holds ``calib_size`` names; draw d (and draw 0 without such a list) on a
-random sample of ``calib_size`` images of the calibration pool, seeded with d. Each record names
+``calib_list``) when it holds at least ``calib_size`` names (its first ``calib_size``); draw d
+(and draw 0 without such a list) on a random sample of ``calib_size`` images of the calibration
+pool, seeded with d. Each record names
 its calibration files (``calib_files``). With ``float = true`` (the default) every model's float
 accuracy is one more run (method ``float``).
 
@@ -87,7 +96,7 @@ __all__ = ["Sweep", "Run", "Settings", "SweepFiles", "Executor", "SlurmOptions",
 
 #: The keys a sweep file may hold.
 SWEEP_KEYS = ("name", "models", "methods", "bits", "draws", "calib_size", "val_limit", "float", "random_init",
-              "data", "calib_dir", "calib_list", "val_dir", "config")
+              "data", "calib_dir", "calib_list", "val_dir", "config", "variants")
 #: The columns of ``<name>.csv`` (the JSON records hold more).
 RUN_COLUMNS = ("key", "model", "method", "w_bits", "a_bits", "draw", "calib_images", "eval_images", "top1", "top5",
                "calib_seconds", "eval_seconds", "seconds", "device", "host", "engine", "finished")
@@ -114,6 +123,8 @@ class Run:
     draw: int | None
     config: dict[str, Any] | None  # PTQConfig.to_dict(); None for the float run
     engine: str
+    calib_size: int | None = None  # calibration images; None for the float run
+    several_sizes: bool = field(default=False, compare=False)  # the sweep has several calib sizes: labels say which
 
     @property
     def bits(self) -> str:
@@ -125,7 +136,8 @@ class Run:
         """``<key> <model> <method> W8A8 draw 3`` (``<key> <model> float`` for the float run)."""
         if self.method == "float":
             return f"{self.key} {self.model} float"
-        return f"{self.key} {self.model} {self.method} {self.bits} draw {self.draw}"
+        size = f" ({self.calib_size} images)" if self.several_sizes else ""
+        return f"{self.key} {self.model} {self.method} {self.bits} draw {self.draw}{size}"
 
 
 def run_key(parts: dict[str, Any]) -> str:
@@ -146,7 +158,7 @@ class Sweep:
     methods: tuple[str, ...]
     bits: tuple[tuple[int, int], ...]
     draws: tuple[int, ...] = (0,)
-    calib_size: int = 32
+    calib_sizes: tuple[int, ...] = (32,)
     val_limit: int | None = None
     include_float: bool = True
     random_init: bool = False
@@ -156,7 +168,13 @@ class Sweep:
     val_dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)
     method_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"method": preset, field: value}
     source: str = "command line"
+
+    @property
+    def calib_size(self) -> int:
+        """The (first) calibration size."""
+        return self.calib_sizes[0]
 
     @classmethod
     def from_lists(cls, name: str, models: Sequence[str], methods: Sequence[str],
@@ -166,6 +184,8 @@ class Sweep:
                  "bits": [b if isinstance(b, str) else f"{b[0]}/{b[1]}" for b in bits],
                  "draws": draws if isinstance(draws, int) else list(draws)}
         source = rest.pop("source", "command line")
+        if "variants" in rest and not rest["variants"]:
+            rest.pop("variants")
         config = rest.pop("config", None)
         method_config = rest.pop("method_config", None)
         for k, v in rest.items():
@@ -184,6 +204,8 @@ class Sweep:
                 v = [b if isinstance(b, str) else f"{b[0]}/{b[1]}" for b in v]
             elif k == "include_float":
                 k = "float"
+            elif k == "calib_sizes":
+                k, v = "calib_size", list(v)
             elif k == "config":  # wins over the file's [config] and [config.<method>] alike
                 old = table.get("config", {})
                 table["config"] = {**{m: ({f: x for f, x in c.items() if f not in v} if isinstance(c, dict) else c)
@@ -203,27 +225,35 @@ class Sweep:
         return _parse(table, self.source)
 
     def config_for(self, method: str, w_bits: int, a_bits: int) -> PTQConfig:
-        """The recipe of one run: the method's preset with the sweep's overrides."""
+        """The recipe of one run: the method's preset (or variant's) with the sweep's overrides."""
+        if method in self.variants:
+            changes = dict(self.variants[method])
+            preset = changes.pop("method")
+            return get_method(preset, w_bits, a_bits, **{**self.config, **self.method_config.get(preset, {}),
+                                                          **changes, "method": method})
         return get_method(method, w_bits, a_bits, **{**self.config, **self.method_config.get(method, {})})
 
     def runs(self) -> list[Run]:
-        """Every run, ordered by model, then draw, method and bits (the float run first per model)."""
+        """Every run, ordered by model, then calibration size, draw, method and bits (the float run
+        first per model)."""
         engine = engine_fingerprint()
-        common = {"calib_size": self.calib_size, "calib_list": self.calib_list.name if self.calib_list else None,
+        common = {"calib_list": self.calib_list.name if self.calib_list else None,
                   "val_limit": self.val_limit, "random_init": self.random_init, "engine": engine}
+        several = len(self.calib_sizes) > 1
         out = []
         for model in self.models:
             if self.include_float:
                 parts = {"model": model, "method": "float", "val_limit": self.val_limit,
                          "random_init": self.random_init, "engine": engine}
                 out.append(Run(run_key(parts), model, "float", None, None, None, None, engine))
-            for draw in self.draws:
-                for method in self.methods:
-                    for w, a in self.bits:
-                        config = self.config_for(method, w, a).to_dict()
-                        parts = {**common, "model": model, "method": method, "w_bits": w, "a_bits": a,
-                                 "draw": draw, "config": config}
-                        out.append(Run(run_key(parts), model, method, w, a, draw, config, engine))
+            for size in self.calib_sizes:
+                for draw in self.draws:
+                    for method in self.methods:
+                        for w, a in self.bits:
+                            config = self.config_for(method, w, a).to_dict()
+                            parts = {**common, "calib_size": size, "model": model, "method": method, "w_bits": w,
+                                     "a_bits": a, "draw": draw, "config": config}
+                            out.append(Run(run_key(parts), model, method, w, a, draw, config, engine, size, several))
         return out
 
 
@@ -231,7 +261,8 @@ def _to_table(sweep: Sweep) -> dict[str, Any]:
     """The file-shaped table of ``sweep`` (inverse of :func:`_parse`)."""
     table: dict[str, Any] = {"name": sweep.name, "models": list(sweep.models), "methods": list(sweep.methods),
                              "bits": [f"{w}/{a}" for w, a in sweep.bits], "draws": list(sweep.draws),
-                             "calib_size": sweep.calib_size, "float": sweep.include_float,
+                             "calib_size": (sweep.calib_size if len(sweep.calib_sizes) == 1
+                                            else list(sweep.calib_sizes)), "float": sweep.include_float,
                              "random_init": sweep.random_init}
     for k in ("val_limit", "data", "calib_dir", "calib_list", "val_dir"):
         v = getattr(sweep, k)
@@ -240,6 +271,8 @@ def _to_table(sweep: Sweep) -> dict[str, Any]:
     config = {**sweep.config, **{m: dict(c) for m, c in sweep.method_config.items()}}
     if config:
         table["config"] = config
+    if sweep.variants:
+        table["variants"] = {name: dict(v) for name, v in sweep.variants.items()}
     return table
 
 
@@ -304,10 +337,27 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
     for m in models:
         if not _known_model(m):
             mistakes.append(f"unknown timm model {m!r}; check the name (python -m ptqlib models lists the paper's)")
+    variants: dict[str, dict[str, Any]] = {}
+    raw_variants = table.get("variants", {})
+    if not isinstance(raw_variants, dict) or not all(isinstance(v, dict) for v in raw_variants.values()):
+        mistakes.append("'variants' must hold tables such as [variants.ptq4vit-mse] with method = \"ptq4vit\" "
+                        f"and PTQConfig fields, got {raw_variants!r}")
+        raw_variants = {}
+    for vname, values in raw_variants.items():
+        preset = values.get("method")
+        if not _NAME.match(vname) or vname in METHODS:
+            mistakes.append(f"variant name {vname!r} must be letters, digits, '.', '_' or '-' and not a preset's "
+                            f"name ({', '.join(METHODS)})")
+        elif preset not in METHODS:
+            mistakes.append(f"[variants.{vname}] needs method = one of {', '.join(map(repr, METHODS))} (the preset "
+                            f"it changes), got {preset!r}")
+        else:
+            variants[vname] = {"method": preset}
     methods = strings("methods")
     for m in methods:
-        if m not in METHODS:
-            mistakes.append(f"unknown method {m!r}{_suggest(m, METHODS)}; choose from: {', '.join(METHODS)}")
+        if m not in METHODS and m not in raw_variants:
+            mistakes.append(f"unknown method {m!r}{_suggest(m, [*METHODS, *raw_variants])}; choose from: "
+                            f"{', '.join([*METHODS, *raw_variants])} (or define [variants.{m}])")
     bits: list[tuple[int, int]] = []
     raw_bits = table.get("bits")
     if not isinstance(raw_bits, list) or not raw_bits:
@@ -330,8 +380,9 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
         mistakes.append(f"'draws' must be a count >= 1 (draws 0..N-1) or a list of distinct draw numbers >= 0, "
                         f"got {draws_value!r}")
     calib_size = table.get("calib_size", 32)
-    if not (_is_int(calib_size) and calib_size >= 1):
-        mistakes.append(f"'calib_size' must be a whole number >= 1, got {calib_size!r}")
+    sizes = calib_size if isinstance(calib_size, list) else [calib_size]
+    if not (sizes and all(_is_int(c) and c >= 1 for c in sizes) and len(set(sizes)) == len(sizes)):
+        mistakes.append(f"'calib_size' must be a whole number >= 1 or a list of distinct ones, got {calib_size!r}")
     val_limit = table.get("val_limit")
     if val_limit is not None and not (_is_int(val_limit) and val_limit >= 1):
         mistakes.append(f"'val_limit' must be a whole number >= 1 (leave it out for all images), got {val_limit!r}")
@@ -366,6 +417,9 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
                 out[k] = _config_value(k, v)
         return out
 
+    for vname, values in raw_variants.items():
+        if vname in variants:
+            variants[vname].update(fields_of(f"variants.{vname}", {k: v for k, v in values.items() if k != "method"}))
     for k, v in raw_config.items():
         if isinstance(v, dict):
             if k not in METHODS:
@@ -378,17 +432,19 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
 
     if not mistakes:
         for method in methods:
+            preset = variants[method]["method"] if method in variants else method
+            changes = {k: v for k, v in variants.get(method, {}).items() if k != "method"}
             for w, a in bits[:1]:
                 try:
-                    get_method(method, w, a, **{**config, **method_config.get(method, {})})
+                    get_method(preset, w, a, **{**config, **method_config.get(preset, {}), **changes})
                 except PtqlibError as e:
-                    mistakes.append(str(e))
+                    mistakes.append(str(e).replace(f"method {preset!r}", f"method {method!r}"))
     if mistakes:
         raise PtqlibError("\n".join(f"{source}: {m}" for m in dict.fromkeys(mistakes)))
     return Sweep(name=name, models=tuple(dict.fromkeys(models)), methods=tuple(dict.fromkeys(methods)),
-                 bits=tuple(dict.fromkeys(bits)), draws=tuple(draws), calib_size=calib_size, val_limit=val_limit,
+                 bits=tuple(dict.fromkeys(bits)), draws=tuple(draws), calib_sizes=tuple(sizes), val_limit=val_limit,
                  include_float=table.get("float", True), random_init=table.get("random_init", False),
-                 config=config, method_config=method_config, source=source, **paths)
+                 config=config, method_config=method_config, variants=variants, source=source, **paths)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -456,7 +512,7 @@ def _run_spec(sweep: Sweep, run: Run, settings: Settings) -> "RunSpec":
             root = data_root(sweep.data)
             calib_dir = DataPaths.from_root(root).calib_dir if root is not None else None
     return RunSpec(model=run.model, random_init=sweep.random_init, data=sweep.data, calib_dir=calib_dir,
-                   calib_list=calib_list, calib_size=sweep.calib_size, val_dir=sweep.val_dir,
+                   calib_list=calib_list, calib_size=run.calib_size or sweep.calib_size, val_dir=sweep.val_dir,
                    val_limit=sweep.val_limit, seed=0, calib_seed=draw, device=settings.device,
                    batch_size=settings.batch_size, workers=settings.workers, micro_batch=settings.micro_batch,
                    max_memory=settings.max_memory, skip_corrupt=settings.skip_corrupt)
@@ -521,7 +577,7 @@ def execute_run(run: Run, sweep: Sweep, settings: Settings) -> dict[str, Any]:
         record = run_method(prepared, PTQConfig(**run.config), progress=settings.progress).result
         for k in ("fp_top1", "fp_top5", "fp_eval_seconds"):  # the float run is a run of its own
             record.pop(k, None)
-    record.update({"key": run.key, "sweep": sweep.name, "draw": run.draw, "calib_size": sweep.calib_size,
+    record.update({"key": run.key, "sweep": sweep.name, "draw": run.draw, "calib_size": run.calib_size or sweep.calib_size,
                    "val_limit": sweep.val_limit, "seconds": round(time.perf_counter() - start, 2),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
                    "pid": os.getpid(), "job": _job_id()})
@@ -960,18 +1016,20 @@ def _paper_top1(model: str, method: str, w: int | None, a: int | None) -> float 
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per model, method and bits: the number of draws and top-1 mean ± std (sample std),
-    min and max over them, the mean calibration time and, for the paper's models, the paper's top-1."""
+    """One row per model, method, bits and calibration size: the number of draws and top-1 mean ±
+    std (sample std), min and max over them, the mean calibration time and, for the paper's models,
+    the paper's top-1."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in records:
-        groups.setdefault((r["model"], r["method"], r.get("w_bits"), r.get("a_bits")), []).append(r)
+        size = None if r.get("method") == "float" else r.get("calib_images", r.get("calib_size"))
+        groups.setdefault((r["model"], r["method"], r.get("w_bits"), r.get("a_bits"), size), []).append(r)
     rows = []
-    for (model, method, w, a), rs in groups.items():
+    for (model, method, w, a, size), rs in groups.items():
         top1 = [float(r["top1"]) for r in rs]
         std = statistics.stdev(top1) if len(top1) > 1 else None
         calib = [r["calib_seconds"] for r in rs if r.get("calib_seconds") is not None]
         rows.append({"model": model, "method": method, "bits": "float" if w is None else f"W{w}A{a}",
-                     "draws": len(rs), "top1_mean": round(statistics.fmean(top1), 2),
+                     "calib_images": size, "draws": len(rs), "top1_mean": round(statistics.fmean(top1), 2),
                      "top1_std": None if std is None else round(std, 2),
                      "top1": f"{statistics.fmean(top1):.2f}" + ("" if std is None else f" ± {std:.2f}"),
                      "top1_min": min(top1), "top1_max": max(top1),
@@ -1089,7 +1147,7 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     print(frame[columns].fillna("").to_string(index=False), flush=True)
 
 
-SUMMARY_COLUMNS = ("model", "method", "bits", "draws", "top1", "top1_min", "top1_max", "calib_seconds", "paper_top1")
+SUMMARY_COLUMNS = ("model", "method", "bits", "calib_images", "draws", "top1", "top1_min", "top1_max", "calib_seconds", "paper_top1")
 
 
 def _with_data(sweep: Sweep) -> Sweep:
