@@ -25,7 +25,7 @@ from ..io.models import find_checkpoint, load_model
 from ..io.provenance import engine_fingerprint, versions
 from ..engine.wrap import quantize_model
 
-__all__ = ["RunSpec", "Prepared", "MethodRun", "prepare", "run_method"]
+__all__ = ["RunSpec", "Prepared", "MethodRun", "prepare", "run_method", "last_bit_jitter"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class RunSpec:
     them under ``skipped_images``); an undecodable calibration image always stops the run.
     ``calib_seed`` seeds the random calibration sample (drawn when no list file applies) apart
     from ``seed``; None uses ``seed`` (a sweep's calibration draws vary only this).
+    ``calib_jitter`` > 0 perturbs the calibration images in their last bit (:func:`last_bit_jitter`,
+    seeded with it): what another machine's arithmetic does to the activations, made repeatable here.
     """
 
     model: str = "vit_tiny_patch16_224"
@@ -49,6 +51,7 @@ class RunSpec:
     val_limit: int | None = None
     seed: int = 0
     calib_seed: int | None = None
+    calib_jitter: int = 0
     device: str = "cpu"
     batch_size: int = 64
     workers: int = 0
@@ -124,6 +127,8 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
     calib_set = LabeledImages(calib_dir, transform=transform)
     images, labels, files = calibration_batch(calib_set, spec.calib_size, list_file=calib_list,
                                              seed=spec.seed if spec.calib_seed is None else spec.calib_seed)
+    if spec.calib_jitter:
+        images = last_bit_jitter(images, spec.calib_jitter)
 
     val_dir = spec.val_dir or (paths.val_dir if paths else None)
     val = None
@@ -133,6 +138,21 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
     if evaluate_float and val is not None:
         prepared.fp = evaluate(model, prepared.loader(), device=spec.device, desc="float", progress=progress)
     return prepared
+
+
+def last_bit_jitter(images: Tensor, seed: int) -> Tensor:
+    """``images`` with every value multiplied by ``1 ± 2⁻²³`` (the sign drawn per value with
+    ``seed``): float32 values move by at most one unit in the last place, as the activations do
+    when another CPU's matmul kernels round differently.
+
+    >>> x = torch.tensor([1.0, 0.5, -2.0, 0.0])
+    >>> y = last_bit_jitter(x, 1)
+    >>> bool(((y - x).abs() <= x.abs() * 2.0 ** -23).all()), bool((y != x).sum() >= 1)
+    (True, True)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    sign = torch.where(torch.rand(images.shape, generator=gen) < 0.5, -1.0, 1.0).to(images)
+    return images * (1 + sign * 2.0 ** -23)
 
 
 def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) -> MethodRun:

@@ -10,6 +10,7 @@ A sweep is models × methods × bit-widths × calibration draws, written as a sm
     bits = ["8/8", "6/6"]                      # W/A pairs
     draws = 10                                 # calibration draws 0..9 (or a list: [0, 3, 7])
     calib_size = 32                            # or a list: [8, 16, 32, 64, 128] (a run per size)
+    # jitter = [0, 1, 2]                       # last-bit perturbations of the calibration images (0: none)
     # val_limit = 500       float = true       random_init = false
     # data = "../shared/data"   calib_dir, calib_list, val_dir: as on the command line
     [config]                                   # any PTQConfig field, for every method
@@ -31,6 +32,10 @@ order, later winning: the preset, ``[config]``, ``[config.<preset>]``, the varia
 pool, seeded with d. Each record names
 its calibration files (``calib_files``). With ``float = true`` (the default) every model's float
 accuracy is one more run (method ``float``).
+
+**Jitter.** ``jitter = [0, 1, 2]`` calibrates each run also on images perturbed in their last
+bit (:func:`~ptqlib.app.pipeline.last_bit_jitter`, seeded with the jitter): the spread over
+jitters is what another machine's rounding alone would move, next to the spread over draws.
 
 **Keys.** Every run has a stable key (:func:`run_key`): a 12-hex-digit hash of the model, method,
 bit-widths, draw, the complete config, the calibration size and list, the validation limit,
@@ -95,8 +100,8 @@ __all__ = ["Sweep", "Run", "Settings", "SweepFiles", "Executor", "SlurmOptions",
            "add_sweep_args", "sweep_requested", "cmd_sweep"]
 
 #: The keys a sweep file may hold.
-SWEEP_KEYS = ("name", "models", "methods", "bits", "draws", "calib_size", "val_limit", "float", "random_init",
-              "data", "calib_dir", "calib_list", "val_dir", "config", "variants")
+SWEEP_KEYS = ("name", "models", "methods", "bits", "draws", "calib_size", "jitter", "val_limit", "float",
+              "random_init", "data", "calib_dir", "calib_list", "val_dir", "config", "variants")
 #: The columns of ``<name>.csv`` (the JSON records hold more).
 RUN_COLUMNS = ("key", "model", "method", "w_bits", "a_bits", "draw", "calib_images", "eval_images", "top1", "top5",
                "calib_seconds", "eval_seconds", "seconds", "device", "host", "engine", "finished")
@@ -125,6 +130,7 @@ class Run:
     engine: str
     calib_size: int | None = None  # calibration images; None for the float run
     several_sizes: bool = field(default=False, compare=False)  # the sweep has several calib sizes: labels say which
+    jitter: int = 0  # seed of the calibration images' last-bit perturbation (0: none)
 
     @property
     def bits(self) -> str:
@@ -137,7 +143,8 @@ class Run:
         if self.method == "float":
             return f"{self.key} {self.model} float"
         size = f" ({self.calib_size} images)" if self.several_sizes else ""
-        return f"{self.key} {self.model} {self.method} {self.bits} draw {self.draw}{size}"
+        jitter = f" jitter {self.jitter}" if self.jitter else ""
+        return f"{self.key} {self.model} {self.method} {self.bits} draw {self.draw}{jitter}{size}"
 
 
 def run_key(parts: dict[str, Any]) -> str:
@@ -159,6 +166,7 @@ class Sweep:
     bits: tuple[tuple[int, int], ...]
     draws: tuple[int, ...] = (0,)
     calib_sizes: tuple[int, ...] = (32,)
+    jitters: tuple[int, ...] = (0,)
     val_limit: int | None = None
     include_float: bool = True
     random_init: bool = False
@@ -206,6 +214,8 @@ class Sweep:
                 k = "float"
             elif k == "calib_sizes":
                 k, v = "calib_size", list(v)
+            elif k == "jitters":
+                k, v = "jitter", list(v)
             elif k == "config":  # wins over the file's [config] and [config.<method>] alike
                 old = table.get("config", {})
                 table["config"] = {**{m: ({f: x for f, x in c.items() if f not in v} if isinstance(c, dict) else c)
@@ -251,9 +261,13 @@ class Sweep:
                     for method in self.methods:
                         for w, a in self.bits:
                             config = self.config_for(method, w, a).to_dict()
-                            parts = {**common, "calib_size": size, "model": model, "method": method, "w_bits": w,
-                                     "a_bits": a, "draw": draw, "config": config}
-                            out.append(Run(run_key(parts), model, method, w, a, draw, config, engine, size, several))
+                            for jitter in self.jitters:
+                                parts = {**common, "calib_size": size, "model": model, "method": method,
+                                         "w_bits": w, "a_bits": a, "draw": draw, "config": config}
+                                if jitter:  # keys without jitter stay those of earlier sweeps
+                                    parts["jitter"] = jitter
+                                out.append(Run(run_key(parts), model, method, w, a, draw, config, engine, size,
+                                               several, jitter))
         return out
 
 
@@ -262,7 +276,8 @@ def _to_table(sweep: Sweep) -> dict[str, Any]:
     table: dict[str, Any] = {"name": sweep.name, "models": list(sweep.models), "methods": list(sweep.methods),
                              "bits": [f"{w}/{a}" for w, a in sweep.bits], "draws": list(sweep.draws),
                              "calib_size": (sweep.calib_size if len(sweep.calib_sizes) == 1
-                                            else list(sweep.calib_sizes)), "float": sweep.include_float,
+                                            else list(sweep.calib_sizes)), "jitter": list(sweep.jitters),
+                             "float": sweep.include_float,
                              "random_init": sweep.random_init}
     for k in ("val_limit", "data", "calib_dir", "calib_list", "val_dir"):
         v = getattr(sweep, k)
@@ -383,6 +398,10 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
     sizes = calib_size if isinstance(calib_size, list) else [calib_size]
     if not (sizes and all(_is_int(c) and c >= 1 for c in sizes) and len(set(sizes)) == len(sizes)):
         mistakes.append(f"'calib_size' must be a whole number >= 1 or a list of distinct ones, got {calib_size!r}")
+    jitter = table.get("jitter", [0])
+    jitters = jitter if isinstance(jitter, list) else [jitter]
+    if not (jitters and all(_is_int(j) and j >= 0 for j in jitters) and len(set(jitters)) == len(jitters)):
+        mistakes.append(f"'jitter' must be a list of distinct seeds >= 0 (0: the images as they are), got {jitter!r}")
     val_limit = table.get("val_limit")
     if val_limit is not None and not (_is_int(val_limit) and val_limit >= 1):
         mistakes.append(f"'val_limit' must be a whole number >= 1 (leave it out for all images), got {val_limit!r}")
@@ -442,7 +461,8 @@ def _parse(table: dict[str, Any], source: str) -> Sweep:
     if mistakes:
         raise PtqlibError("\n".join(f"{source}: {m}" for m in dict.fromkeys(mistakes)))
     return Sweep(name=name, models=tuple(dict.fromkeys(models)), methods=tuple(dict.fromkeys(methods)),
-                 bits=tuple(dict.fromkeys(bits)), draws=tuple(draws), calib_sizes=tuple(sizes), val_limit=val_limit,
+                 bits=tuple(dict.fromkeys(bits)), draws=tuple(draws), calib_sizes=tuple(sizes), jitters=tuple(jitters),
+                 val_limit=val_limit,
                  include_float=table.get("float", True), random_init=table.get("random_init", False),
                  config=config, method_config=method_config, variants=variants, source=source, **paths)
 
@@ -513,7 +533,7 @@ def _run_spec(sweep: Sweep, run: Run, settings: Settings) -> "RunSpec":
             calib_dir = DataPaths.from_root(root).calib_dir if root is not None else None
     return RunSpec(model=run.model, random_init=sweep.random_init, data=sweep.data, calib_dir=calib_dir,
                    calib_list=calib_list, calib_size=run.calib_size or sweep.calib_size, val_dir=sweep.val_dir,
-                   val_limit=sweep.val_limit, seed=0, calib_seed=draw, device=settings.device,
+                   val_limit=sweep.val_limit, seed=0, calib_seed=draw, calib_jitter=run.jitter, device=settings.device,
                    batch_size=settings.batch_size, workers=settings.workers, micro_batch=settings.micro_batch,
                    max_memory=settings.max_memory, skip_corrupt=settings.skip_corrupt)
 
@@ -577,7 +597,8 @@ def execute_run(run: Run, sweep: Sweep, settings: Settings) -> dict[str, Any]:
         record = run_method(prepared, PTQConfig(**run.config), progress=settings.progress).result
         for k in ("fp_top1", "fp_top5", "fp_eval_seconds"):  # the float run is a run of its own
             record.pop(k, None)
-    record.update({"key": run.key, "sweep": sweep.name, "draw": run.draw, "calib_size": run.calib_size or sweep.calib_size,
+    record.update({"key": run.key, "sweep": sweep.name, "draw": run.draw, "jitter": run.jitter,
+                   "calib_size": run.calib_size or sweep.calib_size,
                    "val_limit": sweep.val_limit, "seconds": round(time.perf_counter() - start, 2),
                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
                    "pid": os.getpid(), "job": _job_id()})

@@ -15,9 +15,13 @@ Definitions, with the mean over the reduced elements::
     hessian  E[(∂L/∂O)² (O - Ô)²]      PTQ4ViT's Hessian-guided metric (a diagonal Fisher weight)
     cosine   1 - <O, Ô> / (|O| |Ô|)    over the reduced elements as one vector
     pearson  1 - corr(O, Ô)            cosine of the mean-centred vectors
+    cosine_token  1 - E_rows[cos(O_r, Ô_r)]  cosine of each row (last dim) of O, averaged
 
-The official code takes cosine per token and averages; ours takes it over the whole reduced
-tensor, which is defined for per-channel searches too.
+``cosine`` takes the reduced tensor as one vector, which is defined for every search;
+``cosine_token`` is the official code's: each row (a token's output features, a row of
+attention scores) scored apart, then averaged, so every token counts the same whatever its
+norm. Rows are the last dim; with ``channel_dim`` the last dim the row *is* one channel's value
+per token, which no per-row cosine can separate, so ``cosine_token`` then falls back to ``cosine``.
 """
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["MetricName", "METRICS", "mse", "l1", "hessian", "cosine", "pearson", "get_metric"]
+__all__ = ["MetricName", "METRICS", "mse", "l1", "hessian", "cosine", "pearson", "cosine_token", "get_metric"]
 
-MetricName = Literal["mse", "l1", "hessian", "cosine", "pearson"]
+MetricName = Literal["mse", "l1", "hessian", "cosine", "pearson", "cosine_token"]
 Metric = Callable[..., Tensor]
 
 
@@ -103,7 +107,28 @@ def pearson(out: Tensor, out_hat: Tensor, grad: Tensor | None = None, channel_di
     return 1 - dot / norms.clamp_min(torch.finfo(out.dtype).tiny)
 
 
-METRICS: dict[str, Metric] = {"mse": mse, "l1": l1, "hessian": hessian, "cosine": cosine, "pearson": pearson}
+def cosine_token(out: Tensor, out_hat: Tensor, grad: Tensor | None = None, channel_dim: int | None = None) -> Tensor:
+    """Per-row cosine distance ``1 - E_r[cos(O_r, Ô_r)]``: each row (the last dim) of ``O`` scored
+    apart and averaged over the rows (the official PTQ4ViT code's ``cosine``). A ``channel_dim``
+    other than the last is kept; with the last dim as ``channel_dim`` it is :func:`cosine`.
+
+    >>> o = torch.tensor([[1.0, 0.0], [0.0, 10.0]])
+    >>> cosine_token(o, torch.tensor([[0.0, 1.0], [0.0, 10.0]]))  # rows: 1 - 0 and 1 - 1
+    tensor(0.5000)
+    >>> cosine(o, torch.tensor([[0.0, 1.0], [0.0, 10.0]]))  # one vector: 1 - 100/101, the large row dominates
+    tensor(0.0099)
+    """
+    dims, out_dims = _reduce_dims(out, out_hat, channel_dim)
+    if channel_dim is not None and channel_dim % out.ndim == out.ndim - 1:
+        return cosine(out, out_hat, grad, channel_dim)
+    tiny = torch.finfo(out.dtype).tiny
+    cos = (out * out_hat).sum(-1) / (out.norm(dim=-1) * out_hat.norm(dim=-1)).clamp_min(tiny)
+    rows = tuple(d for d in dims if d != out_hat.ndim - 1)  # the reduced dims of cos (the last is gone)
+    return 1 - (cos.mean(rows) if rows else cos)
+
+
+METRICS: dict[str, Metric] = {"mse": mse, "l1": l1, "hessian": hessian, "cosine": cosine, "pearson": pearson,
+                              "cosine_token": cosine_token}
 
 
 def get_metric(name: str) -> Metric:

@@ -16,6 +16,13 @@ Two strategies give the same answer on unimodal score curves:
   channel's best coarse point (about ``n / stride + 2·stride`` scores). Given a previous answer
   (``around``: calibration's ``coarse_to_fine_local`` passes later rounds the one before), only
   its ``2·stride - 1`` neighbours are scored; faster, but it stays in that answer's basin.
+
+**Ties.** The pick is the argmin of the scores. Candidates whose scores differ in the last bits
+swap places when the matmuls that produce them round differently (another CPU, another thread
+count): ``tie_tolerance`` > 0 counts every candidate within ``tie_tolerance · |best|`` of the
+best as tied and picks the tied candidate with the smallest grid index (the smallest scale), a
+choice that only moves when a candidate crosses the tolerance band, not when two near-equal
+scores cross each other.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["SearchStrategy", "linear_grid", "search"]
+__all__ = ["SearchStrategy", "linear_grid", "pick", "search"]
 
 SearchStrategy = Literal["grid", "coarse_to_fine"]
 ScoreFn = Callable[[Tensor], Tensor]
@@ -42,6 +49,25 @@ def linear_grid(alpha: float, beta: float, n: int) -> Tensor:
     return grid[grid > 0].to(torch.float32)
 
 
+def pick(scores: Tensor, idx: Tensor, tie_tolerance: float = 0.0) -> Tensor:
+    """Per column, the row of ``scores`` (K, C) to take: the argmin, or with ``tie_tolerance`` > 0
+    the row of smallest ``idx`` (grid indices, same shape) among those within
+    ``tie_tolerance · |min|`` of the column's minimum.
+
+    >>> s = torch.tensor([[1.0000001, 5.0], [1.0, 4.0]])
+    >>> i = torch.tensor([[0, 0], [1, 1]])
+    >>> pick(s, i), pick(s, i, tie_tolerance=1e-6)
+    (tensor([1, 1]), tensor([0, 1]))
+    """
+    if tie_tolerance <= 0:
+        return scores.argmin(0)
+    best = scores.min(0, keepdim=True).values
+    tied = scores <= best + tie_tolerance * best.abs()
+    big = torch.iinfo(torch.long).max
+    smallest = torch.where(tied, idx.long(), torch.full_like(idx, big, dtype=torch.long)).min(0, keepdim=True).values
+    return (tied & (idx.long() == smallest)).long().argmax(0)
+
+
 def _score_indices(score: ScoreFn, grid: Tensor, idx: Tensor, chunk: int) -> Tensor:
     """Scores of candidates ``grid[idx]`` (idx: (K, C) integer), evaluated ``chunk`` at a time."""
     parts = [score(grid[idx[i : i + chunk]]) for i in range(0, idx.shape[0], chunk)]
@@ -57,6 +83,7 @@ def search(
     chunk: int = 8,
     around: Tensor | None = None,
     refine: int = 1,
+    tie_tolerance: float = 0.0,
 ) -> tuple[Tensor, int]:
     """Find, for each channel, the grid multiplier of lowest score.
 
@@ -71,6 +98,7 @@ def search(
             coarse pass and score only the points within ``stride`` of them.
         refine: for ``coarse_to_fine``, how many of the best coarse points per channel have
             their neighbourhood scored (more finds the grid's minimum on bumpier curves).
+        tie_tolerance: relative score band counted as a tie (see the module's **Ties**; 0: argmin).
 
     Returns:
         ``(best, evaluations)``: the best multiplier per channel, shape ``(C,)``, and how many
@@ -89,10 +117,10 @@ def search(
     if strategy == "grid" or g <= 2 * stride + 1:
         idx = torch.arange(g).unsqueeze(1).expand(g, channels)
         scores = _score_indices(score, grid, idx, chunk)
-        best = scores.argmin(0)
+        best = pick(scores, idx, tie_tolerance)
         return grid[best], g
     if around is not None:
-        return _local(score, grid, around.long(), stride, chunk, arange_c)
+        return _local(score, grid, around.long(), stride, chunk, arange_c, tie_tolerance=tie_tolerance)
     coarse = torch.arange(0, g, stride)
     if coarse[-1] != g - 1:
         coarse = torch.cat([coarse, torch.tensor([g - 1])])
@@ -102,7 +130,7 @@ def search(
     top = scores.topk(k, dim=0, largest=False)  # (k, C)
     centres = coarse[top.indices]
     if k == 1:
-        best, n = _local(score, grid, centres[0], stride, chunk, arange_c, top.values[0])
+        best, n = _local(score, grid, centres[0], stride, chunk, arange_c, top.values[0], tie_tolerance)
         return best, coarse.numel() + n
     # neighbourhoods of the k best coarse points, each point once: score the union
     offsets = torch.arange(-stride + 1, stride)
@@ -123,12 +151,12 @@ def search(
     fine = _score_indices(score, grid, uniq, chunk)
     all_idx = torch.cat([centres[:1], uniq], 0)
     all_scores = torch.cat([top.values[:1], fine], 0)
-    return grid[all_idx[all_scores.argmin(0), arange_c]], coarse.numel() + count
+    return grid[all_idx[pick(all_scores, all_idx, tie_tolerance), arange_c]], coarse.numel() + count
 
 
 def _local(
     score: ScoreFn, grid: Tensor, centre: Tensor, stride: int, chunk: int, arange_c: Tensor,
-    centre_scores: Tensor | None = None,
+    centre_scores: Tensor | None = None, tie_tolerance: float = 0.0,
 ) -> tuple[Tensor, int]:
     """Best of the points within ``stride`` of each channel's ``centre`` (its score may be known)."""
     g = grid.numel()
@@ -140,4 +168,4 @@ def _local(
     if centre_scores is not None:
         idx = torch.cat([centre.unsqueeze(0), idx], 0)
         scores = torch.cat([centre_scores.unsqueeze(0), scores], 0)
-    return grid[idx[scores.argmin(0), arange_c]], offsets.numel()
+    return grid[idx[pick(scores, idx, tie_tolerance), arange_c]], offsets.numel()

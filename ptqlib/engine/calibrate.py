@@ -70,6 +70,17 @@ class CalibrationReport:
     per_site_evaluations: dict[str, int] = field(default_factory=dict)
 
 
+def _metric(config: PTQConfig) -> Callable[..., Tensor]:
+    """The config's metric, scoring in ``config.score_dtype``."""
+    metric = get_metric(config.metric)
+    if config.score_dtype == "float32":
+        return metric
+
+    def wide(out: Tensor, out_hat: Tensor, grad: Tensor | None = None, channel_dim: int | None = None) -> Tensor:
+        return metric(out.double(), out_hat.double(), None if grad is None else grad.double(), channel_dim)
+    return wide
+
+
 def _chunk(per_candidate: int) -> int:
     return max(1, CANDIDATE_BUDGET // max(1, per_candidate))
 
@@ -112,7 +123,8 @@ class _Tally:
             around = (grid.unsqueeze(0) - previous.reshape(-1, 1)).abs().argmin(1).expand(channels)
         strategy = "grid" if config.search == "grid" or exhaustive else "coarse_to_fine"
         best, n = search(score, grid, channels, strategy, stride=config.stride, chunk=chunk,
-                         around=None if exhaustive else around, refine=config.refine)
+                         around=None if exhaustive else around, refine=config.refine,
+                         tie_tolerance=config.tie_tolerance)
         self.n += n
         return best
 
@@ -165,7 +177,7 @@ def _final(q: Quantizer, params: dict[str, Tensor], shape: tuple[int, ...]) -> d
 
 
 def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: PTQConfig, tally: _Tally) -> Scales:
-    metric = get_metric(config.metric)
+    metric = _metric(config)
     x, g = cap.inputs[0], cap.grad
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     out_features = w.shape[0]
@@ -227,7 +239,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
 
 
 def _calibrate_conv(name: str, layer: QuantConv2d, cap: SiteCapture, config: PTQConfig, tally: _Tally) -> Scales:
-    metric = get_metric(config.metric)
+    metric = _metric(config)
     x, g = cap.inputs[0], cap.grad
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     c = w.shape[0]
@@ -254,7 +266,7 @@ def _calibrate_conv(name: str, layer: QuantConv2d, cap: SiteCapture, config: PTQ
 
 
 def _calibrate_matmul(name: str, layer: QuantMatMul, cap: SiteCapture, config: PTQConfig, tally: _Tally) -> Scales:
-    metric = get_metric(config.metric)
+    metric = _metric(config)
     a, bm = cap.inputs
     g = cap.grad
     heads = a.shape[1]

@@ -59,6 +59,8 @@ class PTQConfig:
     max_tokens: int | None = _f(1024, "rows (tokens) per layer that score candidates; None = all")
     row_select: Literal["fisher", "random"] = _f("fisher", "which rows: largest gradient energy, or a seeded sample")
     outlier_rows: float = _f(0.125, "share of the fisher rows taken by the largest inputs (massive activations)")
+    tie_tolerance: float = _f(0.0, "scores within this share of the best tie; the smallest scale wins (0: argmin)")
+    score_dtype: Literal["float32", "float64"] = _f("float32", "dtype in which the metric scores candidates")
     order: Literal["parallel", "sequential"] = _f("parallel", "layers see float inputs, or the quantized blocks before them")
     chunks: int = _f(1, "capture passes (more passes, less memory)")
     seed: int = _f(0, "seed of the random row sample")
@@ -73,6 +75,8 @@ class PTQConfig:
             raise ValueError("rounds must be >= 0, n >= 1, chunks >= 1, stride >= 2 and refine >= 1")
         if not 0 < self.alpha <= self.beta:
             raise ValueError(f"need 0 < alpha <= beta, got alpha={self.alpha!r}, beta={self.beta!r}")
+        if not 0.0 <= self.tie_tolerance < 1.0:
+            raise ValueError(f"tie_tolerance must be a share from 0 (exact argmin) below 1, got {self.tie_tolerance!r}")
         if not 0.0 <= self.outlier_rows <= 1.0:
             raise ValueError(f"outlier_rows must be a share from 0 to 1, got {self.outlier_rows!r}")
         if self.max_tokens is not None and self.max_tokens < 1:

@@ -200,6 +200,62 @@ def test_inprocess_sweep_records_each_run_once_and_resumes(sweep_file: Path, tmp
     assert "4 runs: 4 done, 0 failed, 0 running, 0 interrupted, 0 not started" in capsys.readouterr().out
 
 
+VARIANTS = """
+models = ["test_vit"]
+methods = ["minmax", "baseptq-mse"]
+bits = ["6/6"]
+calib_size = [2, 4]
+jitter = [0, 1]
+random_init = true
+float = false
+data = "{data}"
+[config]
+n = 8
+[variants.baseptq-mse]
+method = "baseptq"
+metric = "mse"
+"""
+
+
+def test_variants_calibration_sizes_and_jitter(data: Path, tmp_path: Path, capsys, one_torch_thread) -> None:
+    """A variant is its preset with fields changed, under its own name; each calibration size and
+    jitter is a run of its own; keys without jitter are those of a sweep that never named it."""
+    path = tmp_path / "v.toml"
+    path.write_text(VARIANTS.format(data=data))
+    sweep = load_sweep(path)
+    runs = sweep.runs()
+    assert len(runs) == 2 * 2 * 2 and len({r.key for r in runs}) == 8
+    labels = [r.label.split(" ", 1)[1] for r in runs]
+    assert labels[:4] == ["test_vit minmax W6A6 draw 0 (2 images)", "test_vit minmax W6A6 draw 0 jitter 1 (2 images)",
+                          "test_vit baseptq-mse W6A6 draw 0 (2 images)",
+                          "test_vit baseptq-mse W6A6 draw 0 jitter 1 (2 images)"]
+    variant = next(r for r in runs if r.method == "baseptq-mse")
+    preset = sweep.config_for("baseptq", 6, 6).to_dict()
+    assert {k: v for k, v in variant.config.items() if variant.config[k] != preset[k]} == {"metric": "mse",
+                                                                                         "method": "baseptq-mse"}
+    assert variant.config["n"] == 8  # [config] reaches the variant too
+    plain = Sweep.from_lists("p", ["test_vit"], ["minmax"], ["6/6"], 1, calib_size=4, random_init=True,
+                             include_float=False, data=data, config={"n": 8})
+    assert plain.runs()[0].key == next(r.key for r in runs if r.method == "minmax" and r.calib_size == 4
+                                       and not r.jitter)
+    assert sweep.replace(jitters=[0]).runs()[0].key == runs[0].key
+    bad = tmp_path / "bad.toml"
+    bad.write_text(VARIANTS.format(data=data).replace('method = "baseptq"', 'method = "base"')
+                   .replace("jitter = [0, 1]", "jitter = [-1]"))
+    with pytest.raises(PtqlibError) as e:
+        load_sweep(bad)
+    assert "[variants.baseptq-mse] needs method" in str(e.value) and "'jitter' must be" in str(e.value)
+
+    assert main(["reproduce", "--sweep", str(path), "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    records = {(r["method"], r["calib_size"], r["jitter"]): r for r in _table(tmp_path, "v")}
+    assert len(records) == 8
+    assert len(records[("minmax", 2, 0)]["calib_files"]) == 2 and records[("minmax", 4, 0)]["calib_images"] == 4
+    assert records[("baseptq-mse", 4, 0)]["config"]["metric"] == "mse"
+    summary = (tmp_path / "sweeps" / "v_summary.csv").read_text().splitlines()
+    assert summary[0].split(",")[:5] == ["model", "method", "bits", "calib_images", "draws"]
+    assert len(summary) == 1 + 4  # per method and size; the jitters are its spread
+
+
 def test_a_failed_run_is_named_and_the_rest_go_on(data: Path, tmp_path: Path, capsys, one_torch_thread) -> None:
     """test_resnet has no attention to quantize: its run fails, test_vit's still runs; a rerun retries only it."""
     args = ["reproduce", "--models", "test_resnet,test_vit", "--methods", "minmax", "--bits", "8/8",

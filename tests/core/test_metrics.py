@@ -186,7 +186,29 @@ def test_get_metric():
     assert get_metric("hessian") is hessian
     assert get_metric("cosine") is cosine
     assert get_metric("pearson") is pearson
-    assert set(METRICS) == {"mse", "l1", "hessian", "cosine", "pearson"}
+    assert set(METRICS) == {"mse", "l1", "hessian", "cosine", "pearson", "cosine_token"}
     for bad in ("MSE", "kl", ""):
         with pytest.raises(ValueError):
             get_metric(bad)
+
+
+def test_cosine_token_is_the_mean_of_per_row_cosines():
+    """The official code's cosine: each row scored apart (hand-computed), candidates and a kept
+    channel dim as for the other metrics; the last dim as channel falls back to ``cosine``."""
+    from ptqlib.core.metrics import cosine_token
+    o = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    oh = torch.tensor([[[3.0, 4.0], [0.0, 1.0]],     # rows: cos 1 and cos 0 -> 1 - 0.5
+                       [[4.0, 3.0], [1.0, 1.0]]])    # rows: 24/25 and 1/sqrt(2)
+    expected = torch.tensor([0.5, 1 - (24 / 25 + 2 ** -0.5) / 2])
+    assert torch.allclose(cosine_token(o, oh), expected)
+    x = torch.randn(3, 4, 5)
+    xh = x + 0.2 * torch.randn(2, 3, 4, 5)
+    ref = 1 - torch.nn.functional.cosine_similarity(x.expand_as(xh), xh, dim=-1).mean(1)  # keep dim 1 of x
+    assert torch.allclose(cosine_token(x, xh, channel_dim=1), ref, atol=1e-6)
+    assert torch.equal(cosine_token(x, xh, channel_dim=-1), cosine(x, xh, channel_dim=-1))
+    # a row's norm does not weigh it: scaling one row leaves the per-row cosine unchanged
+    big = x.clone()
+    big[0] *= 1000
+    bigh = xh.clone()
+    bigh[:, 0] *= 1000
+    assert torch.allclose(cosine_token(big, bigh), cosine_token(x, xh), atol=1e-5)

@@ -259,3 +259,40 @@ def test_unknown_strategy_raises_on_small_grid():
     grid = linear_grid(0.5, 1.0, 5)  # 6 points <= 2·5 + 1
     with pytest.raises(ValueError):
         search(lambda m: m, grid, strategy="bogus")
+
+
+def test_tie_tolerance_picks_the_smallest_scale_within_the_band():
+    """Scores that differ in the last bits: argmin follows the noise, the tie rule does not."""
+    from ptqlib.core.search import pick
+
+    grid = linear_grid(0.5, 1.0, 5)  # 0.5 .. 1.0
+    base = torch.tensor([3.0, 2.0, 1.0, 1.0, 1.5, 2.5])
+    flips = []
+    for noise in (torch.tensor([0, 0, 1e-7, -1e-7, 0, 0]), torch.tensor([0, 0, -1e-7, 1e-7, 0, 0])):
+        scores = (base + noise).unsqueeze(1)
+        plain, _ = search(lambda m, s=scores: s[(m.squeeze(1).unsqueeze(1) == grid).float().argmax(1)], grid)
+        tied, _ = search(lambda m, s=scores: s[(m.squeeze(1).unsqueeze(1) == grid).float().argmax(1)], grid,
+                         tie_tolerance=1e-5)
+        flips.append((float(plain), float(tied)))
+    assert flips[0][0] == pytest.approx(0.8) and flips[1][0] == pytest.approx(0.7)  # argmin flips with the noise
+    assert flips[0][1] == flips[1][1] == pytest.approx(0.7)                          # the tie rule holds
+    # outside the band the minimum wins, per column
+    s = torch.tensor([[1.0, 2.0], [0.5, 2.0 + 1e-6], [0.7, 1.0]])
+    idx = torch.arange(3).unsqueeze(1).expand(3, 2)
+    assert pick(s, idx, 1e-3).tolist() == [1, 2]
+    assert pick(s, idx).tolist() == s.argmin(0).tolist()
+    # the smallest grid index wins even when the tied rows are not in grid order
+    assert pick(torch.tensor([[1.0], [1.0]]), torch.tensor([[5], [2]]), 1e-6).tolist() == [1]
+
+
+def test_tie_tolerance_in_coarse_to_fine_matches_grid():
+    """Both strategies apply the same rule: on a flat-bottomed curve they pick the same point."""
+    grid = linear_grid(0.01, 1.2, 100)
+    target = 0.6
+
+    def score(m):
+        return torch.clamp((m - target).abs(), min=0.05) + 1e-9 * torch.rand_like(m)
+
+    a, _ = search(score, grid, strategy="grid", tie_tolerance=1e-4)
+    b, _ = search(score, grid, strategy="coarse_to_fine", stride=6, refine=2, tie_tolerance=1e-4)
+    assert float(a) == float(b) == pytest.approx(float(grid[(grid >= target - 0.05 - 1e-6).nonzero()[0]]))

@@ -40,5 +40,15 @@ def test_every_field_has_help_and_literals_their_choices() -> None:
     assert list(found) == [f.name for f in dataclasses.fields(PTQConfig)]
     assert all(f.metadata.get("help") for f, _ in config_fields())
     assert choices(found["order"]) == ("parallel", "sequential")
-    assert choices(found["metric"]) == ("mse", "l1", "hessian", "cosine", "pearson")
+    assert choices(found["metric"]) == ("mse", "l1", "hessian", "cosine", "pearson", "cosine_token")
     assert choices(found["w_bits"]) is None and choices(found["max_tokens"]) is None
+
+
+def test_tie_tolerance_and_score_dtype_are_checked() -> None:
+    from ptqlib import PTQConfig
+
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        PTQConfig(tie_tolerance=1.5)
+    with pytest.raises(ValueError, match="score_dtype"):
+        PTQConfig(score_dtype="float16")
+    assert PTQConfig(metric="cosine_token", tie_tolerance=1e-6, score_dtype="float64").metric == "cosine_token"
