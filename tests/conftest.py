@@ -50,9 +50,10 @@ def shared_data() -> DataPaths:
 
 @pytest.fixture
 def without_data(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No ``PTQLIB_DATA``: explicit paths only (the data folder would add the 1300 real validation
-    images and the real weights to a test's run)."""
-    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    """No data folder: explicit paths only (the data folder would add the 1300 real validation
+    images and the real weights to a test's run). ``PTQLIB_DATA`` set but empty turns off the
+    repository's ``data/`` too, which holds data wherever ``python -m ptqlib data fetch`` ran."""
+    monkeypatch.setenv("PTQLIB_DATA", "")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,export,report,models} ...``.
+"""Command line: ``python -m ptqlib {quantize,reproduce,sensitivity,evaluate,export,report,models,data} ...``.
 
 Every mistake ends in one line ``error: <what is wrong; what to do>`` and exit code 2; ``--debug``
 shows the stack trace instead.
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..engine.config import PTQConfig, choices, config_fields
 from ..errors import PtqlibError
-from ..io.files import check_writable, write_csv, write_json
+from ..io.files import check_writable, write_csv, write_json, write_text
 
 if TYPE_CHECKING:
     from .pipeline import MethodRun, RunSpec
@@ -247,7 +247,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rewrite the table between the <!-- results-table:begin/end --> lines of this file")
 
     sub.add_parser("models", help="the paper's models, their timm tags and the paper's accuracy")
+    _add_data_command(sub)
     return parser
+
+
+def _add_data_command(sub: Any) -> None:
+    """``data fetch`` / ``data verify`` / ``data paper-csv``: the public data folder (``ptqlib.io.fetch``)."""
+    d = sub.add_parser("data", help="the public data folder: download it (fetch), check it (verify), the paper's table",
+                       description="The data folder the other commands read when neither --data nor PTQLIB_DATA "
+                                   "names one: the repository's data/. 'fetch' downloads the public ViT-Tiny weights "
+                                   "and a public ImageNet sample into it (see data/README.md).")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    f = dsub.add_parser("fetch", help="download the public weights and images (resumable, checksummed)",
+                        description="Download what data/manifest.json lists and is not yet in the data folder: the "
+                                    "ViT-Tiny weights from the Hugging Face hub and 200 ImageNet sample images "
+                                    "(calibration pool; the 168 outside calib32.txt become imagenet-sample-val/). "
+                                    "Interrupted downloads resume from their .part files; every file is checked "
+                                    "against its size and sha256.")
+    f.add_argument("--root", type=Path, metavar="DIR", help="the data folder to fill (default: the repository's data/)")
+    f.add_argument("--mirror", metavar="URL",
+                   help="fetch <URL>/<path> (a web server holding a copy of a data folder) instead of each file's "
+                        "upstream URL (default: $PTQLIB_DATA_MIRROR)")
+    f.add_argument("--manifest", type=Path, metavar="FILE", help="the list of files (default: data/manifest.json)")
+    f.add_argument("--timeout", type=_checked(float, lambda v: 0 < v < float("inf"), "expected seconds > 0"),
+                   default=30.0, metavar="S", help="seconds to wait for a server (default 30)")
+    f.add_argument("--no-verify", action="store_true",
+                   help="do not check sizes and checksums (only when upstream changed a file and the manifest "
+                        "is stale)")
+    v = dsub.add_parser("verify", help="check the data folder's files against the manifest (size and sha256)")
+    v.add_argument("--root", type=Path, metavar="DIR", help="the data folder (default: the repository's data/)")
+    v.add_argument("--manifest", type=Path, metavar="FILE", help="the list of files (default: data/manifest.json)")
+    c = dsub.add_parser("paper-csv", help="write the paper's table (ptqlib.io.models.PAPER_MODELS) as CSV")
+    c.add_argument("--output", type=Path, metavar="PATH", help="default: data/paper_ptq4vit.csv of the repository")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -342,7 +373,7 @@ def _print_run(run: MethodRun) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .jobs import ReproducePaths, reproduce, reproduce_sensitivity
+    from .jobs import ReproducePaths, ensure_data, reproduce, reproduce_sensitivity
     from .pipeline import prepare
     from .report import reference_path, reference_records
     from .sweep import cmd_sweep, sweep_requested
@@ -357,6 +388,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     paths.check_writable(sensitivity=not args.no_sensitivity)
     reference = reference_records(args.reference_dir, args.model)
     progress = not args.no_progress
+    ensure_data(args.data, calib_dir=args.calib_dir, val_dir=args.val_dir)
     prepared = prepare(_spec(args), progress=progress)
     fp = prepared.float_accuracy(progress=progress)
     print(f"float {args.model}: top-1 {fp.top1:.2f} %, top-5 {fp.top5:.2f} % on {fp.images} images")
@@ -514,8 +546,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from ..io import fetch
+
+    if args.data_command == "paper-csv":
+        out = args.output or fetch.default_manifest_path().with_name(fetch.PAPER_CSV_NAME)
+        write_text(out, fetch.paper_csv_text())
+        print(f"wrote {out}")
+        return 0
+    root = args.root
+    if args.data_command == "verify":
+        from ..io.data import DEFAULT_DATA_DIR
+
+        root = root or DEFAULT_DATA_DIR
+        manifest = fetch.load_manifest(args.manifest)
+        problems = fetch.verify_data(root, manifest)
+        if problems:
+            raise PtqlibError(f"{len(problems)} of {len(manifest.entries)} files in {root} are missing or differ from "
+                              f"the manifest ({'; '.join(problems[:3])}{'; ...' if len(problems) > 3 else ''}): run "
+                              "python -m ptqlib data fetch")
+        print(f"all {len(manifest.entries)} files in {root} match {manifest.source}")
+        return 0
+    done = fetch.fetch_data(root, manifest=args.manifest, mirror=args.mirror, verify=not args.no_verify,
+                            timeout=args.timeout)
+    got = f"downloaded {len(done.downloaded)} files ({done.received_bytes / 1e6:.1f} MB)" if done.downloaded \
+        else "nothing to download"
+    print(f"{got}; {done.root} holds the weights, {done.calib_images} calibration images (imagenet-calib/, "
+          f"calib32.txt) and {done.val_images} evaluation images (imagenet-sample-val/)")
+    if os.environ.get("PTQLIB_DATA"):
+        print(f"note: PTQLIB_DATA={os.environ['PTQLIB_DATA']} wins over {done.root}; unset it to use these files")
+    return 0
+
+
 COMMANDS = {"quantize": _cmd_quantize, "reproduce": _cmd_reproduce, "sensitivity": _cmd_sensitivity,
-            "evaluate": _cmd_evaluate, "export": _cmd_export, "report": _cmd_report, "models": _cmd_models}
+            "evaluate": _cmd_evaluate, "export": _cmd_export, "report": _cmd_report, "models": _cmd_models,
+            "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,9 +10,11 @@ leaves a half-written result behind.
 * :func:`reproduce_sensitivity` — the per-layer sensitivity table of one config.
 * :func:`save_run` — a calibrated model with what ``evaluate`` later compares against.
 * :func:`evaluate_saved` — re-evaluate a model saved by ``quantize --save``, no calibration.
+* :func:`ensure_data` — before the main job: the public data in ``data/`` when nothing else is named.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -31,7 +33,7 @@ from .sensitivity import sensitivity
 
 __all__ = ["RESULT_COLUMNS", "SAVED_INFO", "ReproducePaths", "reproduce",
            "results_table", "SensitivityTable", "reproduce_sensitivity", "save_run", "SavedEvaluation",
-           "evaluate_saved"]
+           "evaluate_saved", "ensure_data"]
 
 #: The columns of the results table (the JSON records hold more).
 RESULT_COLUMNS = ("method", "w_bits", "a_bits", "top1", "top5", "fp_top1", "calib_seconds", "eval_seconds")
@@ -217,3 +219,52 @@ def evaluate_saved(
               "calib_files": saved.get("calib_files"), "config": header["config"], "versions": versions(),
               "saved_versions": header.get("versions")}
     return SavedEvaluation(result=result, accuracy=acc, header=header)
+
+
+def ensure_data(
+    data: str | Path | None = None,
+    *,
+    calib_dir: str | Path | None = None,
+    val_dir: str | Path | None = None,
+    report: Callable[[str], None] | None = print,
+) -> Path | None:
+    """Make sure the main job has data when it names none: with no ``data``, ``calib_dir``,
+    ``val_dir`` or ``$PTQLIB_DATA``, the repository's ``data/`` is completed by
+    :func:`~ptqlib.io.fetch.fetch_data` (resuming what an earlier fetch left) unless it is complete.
+    Outside a clone of the repository (no ``data/manifest.json``) nothing is done.
+
+    Returns:
+        The folder fetched into, or None when nothing had to be done.
+
+    Raises:
+        PtqlibError: one line saying how to get the data, when the download cannot be done.
+    """
+    from ..io import data as data_module
+    from ..io.fetch import OfflineError, data_complete, default_manifest_path, fetch_data, load_manifest
+
+    if data is not None or calib_dir is not None or val_dir is not None or "PTQLIB_DATA" in os.environ:
+        return None
+    if not default_manifest_path().is_file():  # not a clone of the repository: no data/ to fill
+        return None
+    root = data_module.DEFAULT_DATA_DIR
+    manifest = load_manifest()
+    if data_complete(root, manifest):
+        return None
+    said: list[str] = []
+
+    def say(line: str) -> None:  # the first line only once a server answered: offline prints just the error
+        if report is None:
+            return
+        if not said:
+            said.append(line)
+            report(f"no data yet: fetching the public ViT-Tiny weights and ImageNet sample into {root} "
+                   "(python -m ptqlib data fetch; or set PTQLIB_DATA to your own data folder)")
+        report(line)
+
+    try:
+        fetch_data(root, manifest=manifest, report=say)
+    except OfflineError as error:
+        raise PtqlibError(f"no data in {root}, and {error.host} cannot be reached to download it ({error.reason}): "
+                          "run python -m ptqlib data fetch where the network is reachable, or set PTQLIB_DATA to a "
+                          "folder laid out as in data/README.md") from None
+    return root

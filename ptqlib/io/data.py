@@ -31,6 +31,10 @@ from torchvision.transforms.functional import to_tensor
 from ptqlib.errors import PtqlibError
 
 __all__ = [
+    "DEFAULT_DATA_DIR",
+    "DATA_FOLDERS",
+    "SAMPLE_VAL_DIR",
+    "holds_data",
     "data_root",
     "CorruptImageError",
     "DataPaths",
@@ -46,6 +50,15 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 NUM_CLASSES = 1000
 LAYOUT_HINT = ("expected labels.txt ('filename class_index' per line) with the images in images/ "
                "or beside it, or ImageNet wnid folders (n01440764/*.JPEG)")
+#: The data folder used when neither ``--data`` nor ``PTQLIB_DATA`` names one: the repository's
+#: ``data/`` (where ``python -m ptqlib data fetch`` downloads to). Read at call time, so tests may
+#: point it elsewhere.
+DEFAULT_DATA_DIR: Path = Path(__file__).resolve().parents[2] / "data"
+#: The public evaluation images ``data fetch`` writes (the sample's images outside ``calib32.txt``);
+#: :class:`DataPaths` uses it when the folder has no ``imagenet-val-1300/``.
+SAMPLE_VAL_DIR = "imagenet-sample-val"
+#: The folders whose presence makes a folder a data folder (see :func:`holds_data`).
+DATA_FOLDERS = ("weights", "imagenet-calib", "imagenet-val-1300", SAMPLE_VAL_DIR)
 
 
 class CorruptImageError(PtqlibError):
@@ -62,18 +75,35 @@ class CorruptImageError(PtqlibError):
         self.reason = reason
 
 
+def holds_data(folder: str | Path) -> bool:
+    """Whether ``folder`` holds any part of the data layout (``weights/``, ``imagenet-calib/``,
+    ``imagenet-val-1300/`` or ``imagenet-sample-val/``): the repository's ``data/`` holds only its
+    committed notes until ``python -m ptqlib data fetch`` has run.
+
+    Args:
+        folder: the folder to look at.
+    """
+    return any((Path(folder) / name).is_dir() for name in DATA_FOLDERS)
+
+
 def data_root(explicit: str | Path | None = None) -> Path | None:
-    """The data folder: ``explicit`` if given, else ``$PTQLIB_DATA``, else None.
+    """The data folder: ``explicit`` if given, else ``$PTQLIB_DATA``, else the repository's
+    ``data/`` (:data:`DEFAULT_DATA_DIR`) when it holds data (:func:`holds_data`), else None.
+
+    ``PTQLIB_DATA`` set to the empty string means no data folder at all (not even ``data/``).
 
     Args:
         explicit: a path given by the user (``--data``); wins over the environment.
     """
     if explicit is not None and str(explicit) != "":
         path, source = Path(explicit), "the data folder"
-    elif os.environ.get("PTQLIB_DATA"):
+    elif "PTQLIB_DATA" in os.environ:
+        if not os.environ["PTQLIB_DATA"]:
+            return None
         path, source = Path(os.environ["PTQLIB_DATA"]), "PTQLIB_DATA"
     else:
-        return None
+        default = DEFAULT_DATA_DIR
+        return default if holds_data(default) else None
     if not path.is_dir():
         raise PtqlibError(f"{source} {path} is not a directory; point it at a folder laid out like "
                           "weights/, imagenet-val-1300/, imagenet-calib/")
@@ -92,7 +122,8 @@ class DataPaths:
 
     @classmethod
     def from_root(cls, root: str | Path) -> DataPaths:
-        """The paths below ``root``; only ``root`` itself has to exist now.
+        """The paths below ``root``; only ``root`` itself has to exist now. The validation folder is
+        ``imagenet-val-1300/``, or ``imagenet-sample-val/`` (the public sample) when only that exists.
 
         Args:
             root: the data folder.
@@ -101,7 +132,10 @@ class DataPaths:
         if not root.is_dir():
             raise PtqlibError(f"data folder {root} is not a directory; pass an existing folder")
         calib_dir = root / "imagenet-calib"
-        return cls(root=root, weights_dir=root / "weights", val_dir=root / "imagenet-val-1300",
+        val_dir = root / "imagenet-val-1300"
+        if not val_dir.exists() and (root / SAMPLE_VAL_DIR).is_dir():  # the public sample (data fetch)
+            val_dir = root / SAMPLE_VAL_DIR
+        return cls(root=root, weights_dir=root / "weights", val_dir=val_dir,
                    calib_dir=calib_dir, calib_list=calib_dir / "calib32.txt")
 
 
