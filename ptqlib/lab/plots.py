@@ -11,7 +11,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import Tensor
 from .activations import KINDS, Activations
 from .fitting import FittedQuantizer, fit_quantizer, fit_twin_gelu, fit_twin_softmax, fit_uniform
 from .sweeps import ScaleSweep
+
+if TYPE_CHECKING:
+    from .explore import ScaleCurves, ScaleStudy, ScaleView
 
 __all__ = [
     "COLORS",
@@ -46,12 +49,25 @@ __all__ = [
     "plot_grad_magnitudes",
     "plot_agreement",
     "plot_accuracy",
+    "AXIS_CHOICES",
+    "ValueAxis",
+    "value_axis",
+    "draw_histogram",
+    "draw_levels",
+    "draw_error_per_value",
+    "quantizer_view",
+    "activation_view",
+    "twin_view",
+    "draw_metric_curves",
+    "scale_explorer_figure",
+    "scale_gallery",
 ]
 
 COLORS = {
     "uniform": "#d62728", "twin": "#1f77b4", "gaussian": "#2ca02c", "task": "black",
     "mse": "#ff7f0e", "cosine": "#9467bd", "pearson": "#8c564b", "l1": "#e377c2",
     "hessian": "#1f77b4", "hessian (per-channel)": "#393b79", "hessian (official KL)": "#17becf",
+    "cosine_token": "#bcbd22",
     "fine range R1": "#08519c", "coarse range R2": "#e6550d", "positive": "#08519c", "negative": "#e6550d",
 }
 KIND_COLORS = {"post-softmax": "#1f77b4", "post-GELU": "#ff7f0e", "qkv input": "#2ca02c",
@@ -602,4 +618,451 @@ def plot_accuracy(table, *, fp_top1: float | None = None, group: str = "bits", h
     ax.set_ylim(max(0, min(lo, fp_top1 or lo) - 10), 100)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- explorers (widgets) and galleries
+
+#: The value axes an explorer offers: ``auto`` picks log for post-softmax values, symmetric-log for
+#: values with a massive outlier (``max |x|`` beyond :data:`MASSIVE` standard deviations), else linear.
+AXIS_CHOICES = ("auto", "linear", "symlog", "log")
+MASSIVE = 12.0
+#: Levels closer than this share of the axis width are thinned (a band shows where all of them lie).
+MIN_LEVEL_GAP = 0.006
+EXPLORER_WIDTH = 9.6  # inches; the widgets render at about 110 dpi, so about 1050 px wide
+LEGEND_RIGHT = 0.75   # explorer figures end their axes here and put the legends beyond, outside the data
+
+
+class ValueAxis:
+    """How values are laid out along x: ``linear``, ``log`` (positive values only) or ``symlog``
+    (linear within ±``linthresh``, logarithmic beyond: negatives and a massive outlier both stay
+    readable)."""
+
+    def __init__(self, scale: str, linthresh: float | None = None, note: str = "") -> None:
+        if scale not in ("linear", "log", "symlog"):
+            raise ValueError(f"unknown axis scale {scale!r}; choose linear, log or symlog")
+        self.scale, self.linthresh, self.note = scale, linthresh, note
+
+    def __repr__(self) -> str:
+        return f"ValueAxis({self.scale!r}, linthresh={self.linthresh!r})"
+
+    def apply(self, ax) -> None:
+        if self.scale == "symlog":
+            ax.set_xscale("symlog", linthresh=self.linthresh, linscale=1.0)
+        else:
+            ax.set_xscale(self.scale)
+
+    def set_ticks(self, ax, lo: float, hi: float) -> None:
+        """Readable ticks on a symlog axis over ``[lo, hi]``: 0 and the decades beyond the linear
+        core, each side with at least one tick, written plainly (``-0.1``, ``10``), not as powers."""
+        if self.scale != "symlog":
+            return
+        from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
+
+        ticks = {0.0} if lo <= 0 <= hi else set()
+        for sign, end in ((-1.0, -lo), (1.0, hi)):
+            if end <= 0:
+                continue
+            decades = [10.0 ** k for k in range(math.floor(math.log10(self.linthresh)), math.floor(math.log10(end)) + 1)]
+            side = [sign * d for d in decades if d >= self.linthresh * 0.999 and d <= end]
+            if not side:  # the side lies inside the linear core: one tick near its end
+                side = [sign * float(f"{end:.1g}")]
+            ticks.update(side[-4:] if sign > 0 else side[-2:])
+        ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(NullLocator())
+
+    def forward(self, v: np.ndarray) -> np.ndarray:
+        from matplotlib.scale import LogTransform, SymmetricalLogTransform
+
+        v = np.asarray(v, dtype=np.float64)
+        if self.scale == "log":
+            return LogTransform(10).transform(v)
+        if self.scale == "symlog":
+            return SymmetricalLogTransform(10, self.linthresh, 1.0).transform(v)
+        return v
+
+    def inverse(self, t: np.ndarray) -> np.ndarray:
+        from matplotlib.scale import SymmetricalLogTransform
+
+        t = np.asarray(t, dtype=np.float64)
+        if self.scale == "log":
+            return np.power(10.0, t)
+        if self.scale == "symlog":
+            return SymmetricalLogTransform(10, self.linthresh, 1.0).inverted().transform(t)
+        return t
+
+    def visible(self, values: Tensor) -> Tensor:
+        """The values this axis can show (log: the positive ones)."""
+        v = values.float().reshape(-1)
+        return v[v > 0] if self.scale == "log" else v
+
+    def bins(self, values: Tensor, count: int = 120) -> np.ndarray:
+        """``count`` bin edges evenly spaced along this axis over the values' range."""
+        if self.scale == "log":
+            return _bins(values, "log", count)
+        v = values.float()
+        lo, hi = float(v.min()), float(v.max())
+        if hi <= lo:
+            hi = lo + 1e-6
+        t = np.linspace(*self.forward(np.array([lo, hi])), count)
+        edges = self.inverse(t)
+        edges[0], edges[-1] = lo, hi
+        return edges
+
+    def centres(self, edges: np.ndarray) -> np.ndarray:
+        t = self.forward(edges)
+        return self.inverse((t[:-1] + t[1:]) / 2)
+
+    def label(self, what: str) -> str:
+        if self.scale == "symlog":
+            return f"{what} (symmetric log: linear within ±{self.linthresh:.2g})"
+        return what + (" (log scale)" if self.scale == "log" else "")
+
+
+def value_axis(values: Tensor, choice: str = "auto", *, twin: str | None = None) -> ValueAxis:
+    """The x axis for ``values``: ``choice`` from :data:`AXIS_CHOICES`. ``auto``: log for
+    post-softmax values (``twin='softmax'``), symlog when ``max |x|`` exceeds :data:`MASSIVE`
+    standard deviations (a massive activation squeezes everything else into one bin on a linear
+    axis), else linear. ``log`` on values with negatives falls back to symlog."""
+    if choice not in AXIS_CHOICES:
+        raise ValueError(f"unknown axis {choice!r}; choose one of {', '.join(AXIS_CHOICES)}")
+    v = values.float().reshape(-1)
+    lo, absmax = float(v.min()), float(v.abs().max())
+    if choice == "auto":
+        if twin == "softmax" and lo >= 0:
+            choice = "log"
+        else:
+            std = float(v.double().std()) if v.numel() > 1 else 0.0
+            choice = "symlog" if std > 0 and absmax > MASSIVE * std else "linear"
+    if choice == "log" and lo < 0:
+        choice, note = "symlog", "log axis needs positive values: symmetric log shown"
+    else:
+        note = ""
+    if choice == "symlog":
+        # the linear core spans the typical magnitude (the median |x|), the tails go logarithmic
+        linthresh = max(float(v.abs().median()), 1e-3 * absmax, 1e-12)
+        return ValueAxis("symlog", linthresh, note)
+    return ValueAxis(choice, None, note)
+
+
+def _with_levels(values: Tensor, fq: FittedQuantizer) -> Tensor:
+    """The values' extremes and the quantizer's outermost levels: a range showing both the data
+    and where the grid ends (clipping, or levels no value reaches)."""
+    v = values.float().reshape(-1)
+    lv = fq.levels().float()
+    pos = torch.cat([v[v > 0], lv[lv > 0]])
+    ends = [v.min(), v.max(), lv.min(), lv.max()] + ([pos.min()] if pos.numel() else [])
+    return torch.stack(ends)
+
+
+def _legend_outside(ax, **kw) -> None:
+    """The legend to the right of the axes (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  fontsize=kw.get("fontsize", 7.5), frameon=False)
+
+
+def _bin_index(axis: ValueAxis, v: Tensor, bins: np.ndarray) -> np.ndarray:
+    """The bin of each value, for ``bins`` evenly spaced along ``axis`` (as :meth:`ValueAxis.bins`
+    makes them): arithmetic in the axis' own coordinates, no sorting (fast on a million values)."""
+    t = axis.forward(v.double().numpy())
+    t0, t1 = axis.forward(np.array([bins[0], bins[-1]]))
+    n = len(bins) - 1
+    idx = np.floor((t - t0) / max(t1 - t0, 1e-300) * n)
+    return np.clip(np.nan_to_num(idx, nan=0.0), 0, n - 1).astype(np.int64)
+
+
+def draw_histogram(ax, values: Tensor, axis: ValueAxis, bins: np.ndarray, *, color: str = GRID_HIST,
+                   label: str | None = None) -> None:
+    """Histogram of ``values`` on ``axis`` (``bins`` evenly spaced along it) with a log count axis."""
+    v = axis.visible(values)
+    counts = np.bincount(_bin_index(axis, v, bins), minlength=len(bins) - 1)
+    ax.stairs(counts, bins, fill=True, color=color, alpha=0.55, label=label)
+    ax.set_yscale("log")
+    axis.apply(ax)
+    ax.set_ylabel("count")
+
+
+def draw_levels(ax, fq: FittedQuantizer, axis: ValueAxis, lo: float, hi: float, *,
+                min_gap: float = MIN_LEVEL_GAP, label_prefix: str = "") -> dict[str, dict[str, int]]:
+    """``fq``'s levels inside ``[lo, hi]`` as vertical lines, one colour per range. Where a range's
+    levels lie closer than ``min_gap`` of the axis width (64 negative twin levels in [-0.17, 0], 256
+    uniform ones), only every so many are drawn, over a light band covering all of them: a grid
+    that can be read instead of a solid block. Returns per range the levels shown and drawn."""
+    trans = ax.get_xaxis_transform()
+    t_lo, t_hi = axis.forward(np.array([lo, hi]))
+    width = max(t_hi - t_lo, 1e-300)
+    out: dict[str, dict[str, int]] = {}
+    for i, (group, levels) in enumerate(fq.level_groups().items()):
+        lv = np.unique(levels.numpy())
+        if axis.scale == "log":
+            lv = lv[lv > 0]
+        lv = lv[(lv >= lo) & (lv <= hi)]
+        col = COLORS.get(group, COLORS["uniform"] if fq.kind == "uniform" else COLORS["twin"])
+        name = "uniform" if group == "uniform" else group
+        if lv.size == 0:
+            out[group] = {"levels": 0, "drawn": 0}
+            continue
+        pos = (axis.forward(lv) - t_lo) / width
+        keep, dropped = [0], []
+        for j in range(1, lv.size):
+            (keep if pos[j] - pos[keep[-1]] >= min_gap else dropped).append(j)
+        drawn = lv[keep]
+        top = 0.92 if i == 0 else 0.8
+        thinned = bool(dropped)
+        if thinned:  # the band covers where levels were left out
+            ax.axvspan(float(lv[dropped[0] - 1]), float(lv[dropped[-1]]), ymin=0, ymax=top, color=col, alpha=0.13, lw=0)
+        text = f"{label_prefix}{name}: {lv.size} levels"
+        text += f"\n(band: all; 1 in {math.ceil(lv.size / drawn.size)} drawn)" if thinned else ""
+        ax.vlines(drawn, 0, top, transform=trans, colors=col, lw=0.7, alpha=0.8, label=text)
+        out[group] = {"levels": int(lv.size), "drawn": int(drawn.size)}
+    return out
+
+
+def draw_error_per_value(ax, values: Tensor, quantizers: Mapping[str, FittedQuantizer], axis: ValueAxis,
+                         bins: np.ndarray) -> dict[str, float]:
+    """Mean |x − Q(x)| per bin of ``axis`` for each quantizer (log y); returns each one's MSE over
+    all values (also those a log axis cannot show)."""
+    v_all = values.float().reshape(-1)
+    v = axis.visible(v_all)
+    idx = _bin_index(axis, v, bins)
+    counts = np.bincount(idx, minlength=len(bins) - 1)
+    centres = axis.centres(bins)
+    mses = {}
+    for name, fq in quantizers.items():
+        mses[name] = float((fq.fake(v_all) - v_all).double().square().mean())
+        err = (fq.fake(v) - v).abs().double().numpy()
+        sums = np.bincount(idx, weights=err, minlength=len(bins) - 1)
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        color = COLORS["twin"] if fq.kind.startswith("twin") else COLORS["uniform"]
+        ax.plot(centres, np.where(mean > 0, mean, np.nan), color=color, lw=1.4, label=f"{name}: MSE {mses[name]:.3g}")
+    axis.apply(ax)
+    ax.set_yscale("log")
+    ax.set_ylabel("mean |x − Q(x)|")
+    return mses
+
+
+def _explorer_figure(fig: Figure | None, height: float) -> Figure:
+    if fig is None:
+        fig = Figure(figsize=(EXPLORER_WIDTH, height))
+    else:
+        fig.clear()
+    fig.subplots_adjust(left=0.085, right=LEGEND_RIGHT, top=0.94, bottom=0.08, hspace=0.1)
+    return fig
+
+
+def quantizer_view(values: Tensor, fq: FittedQuantizer, *, reference: FittedQuantizer | None = None,
+                   title: str = "", axis: ValueAxis | None = None, fig: Figure | None = None,
+                   twin: str | None = None) -> tuple[Figure, dict[str, Any]]:
+    """The explorers' view of a quantizer on values: histogram with the (thinned) grid on top and
+    the error per value, against ``reference`` (the best uniform quantizer) when given; legends
+    outside the axes. Returns the figure and ``title``, ``mses``, ``xscale``, ``level_counts``."""
+    axis = axis or value_axis(values, twin=twin)
+    fig = _explorer_figure(fig, 6.0)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    bins = axis.bins(_with_levels(values, fq))
+    draw_histogram(ax1, values, axis, bins, label="values")
+    lo, hi = float(bins[0]), float(bins[-1])
+    counts = draw_levels(ax1, fq, axis, lo, hi)
+    if axis.scale == "log":  # everything below half the smallest positive level rounds to 0
+        smallest = float(fq.levels()[fq.levels() > 0].min())
+        zero = float((values.abs() < smallest / 2).double().mean())
+        ax1.axvspan(lo, min(smallest / 2, hi), color="0.85", alpha=0.6, zorder=0, label=f"rounds to 0 ({zero:.0%} of values)")
+    t = axis.forward(np.array([lo, hi]))
+    pad = (t[1] - t[0]) * 0.02
+    ax1.set_xlim(*axis.inverse(np.array([t[0] - pad, t[1] + pad])))
+    short = "twin-uniform" if fq.kind.startswith("twin") else "uniform"
+    quantizers = {f"{short} {fq.bits}-bit": fq} if reference is None else {
+        f"best uniform {reference.bits}-bit": reference, f"{short} {fq.bits}-bit": fq}
+    mses = draw_error_per_value(ax2, values, quantizers, axis, bins)
+    axis.set_ticks(ax2, lo, hi)
+    ax1.set_title(title, fontsize=10, loc="left")
+    ax2.set_xlabel(axis.label("value"))
+    _legend_outside(ax1)
+    _legend_outside(ax2)
+    _light_log_ticks(ax1, ax2)
+    return fig, {"title": title, "mses": mses, "xscale": axis.scale, "linthresh": axis.linthresh,
+                 "level_counts": counts, "axis_note": axis.note}
+
+
+def activation_view(acts: Activations, block: int, layer: str, head: int | None, bits: int, fq: FittedQuantizer, *,
+                    reference: FittedQuantizer | None = None, axis: str = "auto", note: str = "",
+                    fig: Figure | None = None) -> tuple[Figure, dict[str, Any]]:
+    """:func:`explorer_figure`'s view for the activation explorer, with a chosen value axis
+    (:data:`AXIS_CHOICES`), thinned levels and legends outside: ``fq`` is the quantizer shown,
+    ``reference`` the best uniform one (drawn in the error panel for a twin ``fq``)."""
+    kind = KINDS[layer]
+    v = acts.values(layer, block, head if kind.heads else None)
+    head_txt = f", head {head}" if (kind.heads and head is not None) else ""
+    title = f"block {block} · {layer}{head_txt} · {bits}-bit {fq.kind}{note}"
+    fig, drawn = quantizer_view(v, fq, reference=reference if fq.kind != "uniform" else None, title=title,
+                                axis=value_axis(v, axis, twin=kind.twin), fig=fig)
+    info = {"title": title, "block": block, "layer": layer, "head": head, "bits": bits, "quantizer": fq.label(),
+            "kind": fq.kind, "mse": fq.mse(v), "mses": drawn["mses"], "levels": int(fq.levels().numel()),
+            "values": int(v.numel()), "xscale": drawn["xscale"], "level_counts": drawn["level_counts"]}
+    return fig, info
+
+
+def twin_view(values: Tensor, kind: str, bits: int, m: int, *, axis: str = "auto", block: int | None = None,
+              fig: Figure | None = None) -> tuple[Figure, dict[str, Any]]:
+    """:func:`twin_figure`'s view for the twin explorer, with a chosen value axis, thinned levels
+    and legends outside; ``block`` (if given) is named in the title."""
+    twin = KINDS[kind].twin
+    tw = fit_twin_softmax(values, bits, m=m) if twin == "softmax" else fit_twin_gelu(values, bits, m=m)
+    uni = fit_uniform(values, bits, signed=False if twin == "softmax" else None)
+    where = "" if block is None else f"block {block} · "
+    title = f"{where}{kind} · {bits}-bit twin-uniform, m = {m}: {tw.label()}"
+    fig, drawn = quantizer_view(values, tw, reference=uni, title=title, axis=value_axis(values, axis, twin=twin), fig=fig)
+    return fig, {"title": title, "kind": kind, "block": block, "bits": bits, "m": m, "twin_mse": tw.mse(values),
+                 "uniform_mse": uni.mse(values), "steps": tw.steps(), "mses": drawn["mses"], "xscale": drawn["xscale"],
+                 "level_counts": drawn["level_counts"]}
+
+
+def _curve_norm(y: np.ndarray) -> np.ndarray:
+    """A metric curve on a log scale, rescaled to [0, 1] (what matters is where it is lowest)."""
+    return _norm(np.log10(np.maximum(y, 1e-30)))
+
+
+def _range_ends(fq: FittedQuantizer) -> list[float]:
+    """Where the quantizer's range ends (clipping), or, for post-softmax twin, where the fine range ends."""
+    groups = fq.level_groups()
+    if fq.kind == "twin-softmax":
+        return [float(groups["fine range R1"].max())]
+    lv = fq.levels()
+    return [float(lv.min()), float(lv.max())] if float(lv.min()) < 0 else [float(lv.max())]
+
+
+def draw_metric_curves(ax, curves: "ScaleCurves", index: int | None = None) -> dict[str, float]:
+    """Each metric of :class:`~ptqlib.lab.explore.ScaleCurves` against the slider axis (log), each
+    rescaled to [0, 1] on a log scale, its pick (▼, the argmin) and the current candidate
+    (dotted line, dots on the curves). Returns the x of the current-candidate line."""
+    x = curves.x.numpy()
+    for name, vals in curves.metrics.items():
+        y = _curve_norm(vals.numpy())
+        color = COLORS.get(name, "0.5")
+        pick = curves.picks[name]
+        ax.plot(x, y, color=color, lw=1.2, label=f"{name}: pick {curves.labels[pick]}")
+        ax.plot([x[pick]], [-0.07], "v", color=color, ms=7, clip_on=False)
+        if index is not None:
+            ax.plot([x[index]], [y[index]], "o", color=color, ms=4)
+    marked = float("nan")
+    if index is not None:
+        line = ax.axvline(x[index], color="black", ls=":", lw=1.2, label=f"current: {curves.labels[index]}")
+        marked = float(line.get_xdata()[0])
+    ax.set_xscale("log")
+    ax.set_ylim(-0.13, 1.06)
+    ax.set_xlabel(curves.axis_label)
+    ax.set_ylabel("distance (log, rescaled)")
+    return {"marker_x": marked}
+
+
+def scale_explorer_figure(view: "ScaleView", *, axis: str = "auto", channels: bool = False,
+                          fig: Figure | None = None) -> tuple[Figure, dict[str, Any]]:
+    """The scale explorer's view of a :class:`~ptqlib.lab.explore.ScaleView`: the operand's
+    histogram with the levels at the current scale (or, with ``channels``, each channel's own
+    min-max step against the shared step and each channel's error), the error per value, and every
+    metric's curve over the candidates with the current one and each metric's pick marked.
+
+    Returns the figure and ``view.info()`` plus ``marker_x`` (where the current-candidate line is
+    drawn), ``xscale`` and ``channels``."""
+    data, fq = view.data, view.quantizer
+    fig = _explorer_figure(fig, 7.4)
+    outer = fig.add_gridspec(2, 1, height_ratios=(4.2, 2.3), hspace=0.32)
+    top = outer[0].subgridspec(2, 1, height_ratios=(2.6, 1.6), hspace=0.1 if not channels else 0.3)
+    gs = [top[0], top[1], outer[1]]
+    values = data.x.reshape(-1)
+    info = view.info()
+    show_channels = channels and view.channels is not None
+    if show_channels:
+        cv = view.channels
+        ax1, ax2 = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
+        idx = np.arange(cv.channel_step.numel())
+        ax1.bar(idx, cv.channel_step.numpy(), width=1.0, color="0.55", label="each channel's own min-max step")
+        ax1.axhline(cv.step, color=COLORS["uniform"] if fq.kind == "uniform" else COLORS["twin"], lw=1.4,
+                    label=f"shared step now: {cv.step:.3g}")
+        ax1.set_yscale("log")
+        ax1.set_ylabel("step")
+        ax1.set_title(view.title, fontsize=10, loc="left")
+        ax2.bar(idx, np.maximum(cv.error.numpy(), 1e-30), width=1.0, color=COLORS["mse"], label="channel's MSE now")
+        ax2.set_yscale("log")
+        ax2.set_ylabel("E[(x − Q(x))²]")
+        ax2.set_xlabel(cv.axis)
+        for ax in (ax1, ax2):
+            ax.set_xlim(-0.5, idx.size - 0.5)
+        info.update({"xscale": "channels", "channel_steps": cv.channel_step.numpy(), "channel_errors": cv.error.numpy()})
+    else:
+        vax = value_axis(values, axis, twin=data.operand.twin)
+        ax1 = fig.add_subplot(gs[0])
+        ax2 = fig.add_subplot(gs[1], sharex=ax1)
+        bins = vax.bins(_with_levels(values, fq))
+        draw_histogram(ax1, values, vax, bins, label=f"{data.operand.name} ({values.numel():,} values)")
+        lo, hi = float(bins[0]), float(bins[-1])
+        counts = draw_levels(ax1, fq, vax, lo, hi)
+        t = vax.forward(np.array([lo, hi]))
+        pad = (t[1] - t[0]) * 0.02
+        ax1.set_xlim(*vax.inverse(np.array([t[0] - pad, t[1] + pad])))
+        ax1.tick_params(labelbottom=False)
+        ax1.set_title(view.title, fontsize=10, loc="left")
+        draw_error_per_value(ax2, values, {"now": fq}, vax, bins)
+        vax.set_ticks(ax2, lo, hi)
+        ax2.set_xlabel(vax.label("operand value"))
+        info.update({"xscale": vax.scale, "linthresh": vax.linthresh, "level_counts": counts})
+    ax3 = fig.add_subplot(gs[2])
+    info.update(draw_metric_curves(ax3, view.curves, view.index))
+    ax3.set_title(f"output distance of {data.site} against the float output, per candidate "
+                  f"(▼ = each metric's pick)", fontsize=8.5, loc="left")
+    for ax in (ax1, ax2, ax3):
+        _legend_outside(ax)
+    _light_log_ticks(ax1, ax2, ax3)
+    info["channels"] = show_channels
+    return fig, info
+
+
+def scale_gallery(study: "ScaleStudy", operand: str, bits: int, quantizer: str = "uniform", *, metric: str = "hessian",
+                  blocks: Sequence[int] | None = None, cols: int = 4) -> Figure:
+    """A static stand-in for the scale explorer: one small panel per block for ``operand``, its
+    histogram with the quantization levels at ``metric``'s pick and, as dashed lines, where each
+    metric's pick ends the range (clipping; the fine range for post-softmax twin), in the metric's
+    colour. ``study`` is a :class:`~ptqlib.lab.explore.ScaleStudy`."""
+    from matplotlib.lines import Line2D
+
+    blocks = [b for b in (study.blocks if blocks is None else blocks) if operand in study.operands(b)]
+    if not blocks:
+        raise ValueError(f"no block of the study has {operand!r}")
+    cols = min(cols, len(blocks))
+    rows = math.ceil(len(blocks) / cols)
+    fig = _figure(3.3 * cols, 2.5 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[len(blocks):]:
+        ax.set_visible(False)
+    metrics: list[str] = []
+    for ax, b in zip(axes, blocks):
+        c = study.curves(b, operand, bits, quantizer)
+        data = study.site(b, operand)
+        metrics = list(c.metrics)
+        shown = metric if metric in c.picks else metrics[0]
+        pick = c.picks[shown]
+        fq = c.quantizer(pick)
+        values = data.x.reshape(-1)
+        vax = value_axis(values, twin=data.operand.twin)
+        bins = vax.bins(_with_levels(values, fq), 80)
+        draw_histogram(ax, values, vax, bins)
+        lo, hi = float(bins[0]), float(bins[-1])
+        draw_levels(ax, fq, vax, lo, hi, min_gap=0.012)
+        for name in metrics:
+            for end in _range_ends(c.quantizer(c.picks[name])):
+                if lo <= end <= hi:
+                    ax.axvline(end, color=COLORS.get(name, "0.5"), ls="--", lw=1.0)
+        ax.set_xlim(lo, hi)
+        vax.set_ticks(ax, lo, hi)
+        ax.set_title(f"block {b}: {shown} pick {c.labels[pick]}", fontsize=8)
+        ax.tick_params(labelsize=6.5)
+        ax.set_ylabel("")
+        _light_log_ticks(ax)
+    handles = [Line2D([], [], color=COLORS.get(m, "0.5"), ls="--", label=f"{m} pick") for m in metrics]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{study.model_name}: {operand}, {bits}-bit {quantizer}, every block — levels at the {metric} pick; "
+                 "dashed: where each metric's pick ends the range", fontsize=10)
     return fig
