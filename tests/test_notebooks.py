@@ -21,7 +21,7 @@ nbclient = pytest.importorskip("nbclient")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 FIGURE_DIR = ROOT / "figures"
-EXPECTED = ["01_activation_distributions.ipynb", "02_metric_comparison.ipynb",
+EXPECTED = ["00_primer.ipynb", "01_activation_distributions.ipynb", "02_metric_comparison.ipynb",
             "03_twin_uniform_calibration.ipynb", "04_imagenet_evaluation.ipynb"]
 MAX_IMAGE_BYTES = 300_000
 MAX_NOTEBOOK_BYTES = 3_000_000
