@@ -431,7 +431,8 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import DRAWS_BEGIN, DRAWS_END, promote, promote_sweep, render_draws, render_reference, update_readme
+    from .report import (DRAWS_BEGIN, DRAWS_END, EXPERIMENTS_BEGIN, EXPERIMENTS_END, promote, promote_sweep, render_draws,
+                         render_experiments, render_reference, update_readme)
 
     model = args.model
     if args.promote is not None and args.promote.suffix == ".jsonl":  # a sweep's table
@@ -448,6 +449,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         changed = update_readme(args.readme, table)
         if draws is not None:
             changed = update_readme(args.readme, draws, (DRAWS_BEGIN, DRAWS_END)) or changed
+        experiments = render_experiments(args.reference_dir)
+        if experiments and EXPERIMENTS_BEGIN in Path(args.readme).read_text(encoding="utf-8"):
+            changed = update_readme(args.readme, experiments, (EXPERIMENTS_BEGIN, EXPERIMENTS_END)) or changed
         print(f"{'rewrote the tables in' if changed else 'the tables are up to date in'} {args.readme}")
     return 0
 

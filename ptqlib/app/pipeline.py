@@ -9,9 +9,10 @@ the accuracy.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from ..io.models import find_checkpoint, load_model
 from ..io.provenance import engine_fingerprint, versions
 from ..engine.wrap import quantize_model
 
-__all__ = ["RunSpec", "Prepared", "MethodRun", "prepare", "run_method", "last_bit_jitter"]
+__all__ = ["RunSpec", "Prepared", "MethodRun", "prepare", "run_method", "last_bit_jitter", "scales_digest"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,24 @@ def prepare(spec: RunSpec, *, evaluate_float: bool = True, progress: bool = True
     return prepared
 
 
+def scales_digest(scales: Mapping[str, Mapping[str, Tensor]]) -> dict[str, str]:
+    """Per quantizer, a 12-hex-digit hash of its calibrated parameters (exact bytes): two runs
+    picked the same scales for a quantizer exactly when its digests are equal.
+
+    >>> a = scales_digest({"q": {"scale": torch.tensor([0.5])}})
+    >>> a == scales_digest({"q": {"scale": torch.tensor([0.5])}}), a == scales_digest({"q": {"scale": torch.tensor([0.25])}})
+    (True, False)
+    """
+    out = {}
+    for name, params in sorted(scales.items()):
+        digest = hashlib.sha256()
+        for key, value in sorted(params.items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        out[name] = digest.hexdigest()[:12]
+    return out
+
+
 def last_bit_jitter(images: Tensor, seed: int) -> Tensor:
     """``images`` with every value multiplied by ``1 ± 2⁻²³`` (the sign drawn per value with
     ``seed``): float32 values move by at most one unit in the last place, as the activations do
@@ -179,6 +198,7 @@ def run_method(prepared: Prepared, config: PTQConfig, *, progress: bool = True) 
         "calib_seconds": round(report.seconds, 2),
         "candidate_evaluations": report.evaluations,
         "capture_passes": report.passes,
+        "scales": scales_digest(report.scales),
     }
     accuracy = None
     if prepared.val is not None:

@@ -13,6 +13,9 @@ checks that the committed README equals the rendering.
 * :func:`draws_markdown` / :func:`render_draws` — the README's calibration-draw table: top-1 over
   a sweep's calibration draws (``results/reference/sweeps/<name>.jsonl``, a sweep's table promoted
   by ``report --promote``), mean ± std, range, and draw 0 (the standard ``calib32.txt``);
+* :func:`experiments_markdown` / :func:`render_experiments` — the README's experiment tables (the
+  paper's claims checked, metric comparison, ablation, calibration-set size, a fair base PTQ, one
+  machine's rounding) from :mod:`ptqlib.io.experiments`, the functions notebook 04 shows;
 * :func:`update_readme` — rewrite the part of a README between a table's markers;
 * :func:`check_reference` — a fresh run against the reference record of the same configuration,
   paired on the images (McNemar), so the main job can say when it differs beyond noise.
@@ -37,7 +40,8 @@ __all__ = ["REFERENCE_DIR", "OFFICIAL_CSV", "OFFICIAL_COLUMNS", "BEGIN", "END", 
            "OfficialResult", "ReferenceCheck", "reference_path", "check_records", "load_records", "reference_records",
            "promote", "load_official", "results_markdown", "render_reference", "readme_table", "replace_table",
            "update_readme", "find_reference", "check_reference", "DRAWS_BEGIN", "DRAWS_END", "draws_markdown",
-           "render_draws", "promote_sweep"]
+           "render_draws", "promote_sweep", "EXPERIMENTS_BEGIN", "EXPERIMENTS_END", "frame_markdown",
+           "experiments_markdown", "render_experiments"]
 
 #: The committed reference folder (relative to the repository root, where the commands run).
 REFERENCE_DIR = Path("results/reference")
@@ -49,6 +53,8 @@ BEGIN = "<!-- results-table:begin -->"
 END = "<!-- results-table:end -->"
 DRAWS_BEGIN = "<!-- draws-table:begin -->"
 DRAWS_END = "<!-- draws-table:end -->"
+EXPERIMENTS_BEGIN = "<!-- experiments:begin -->"
+EXPERIMENTS_END = "<!-- experiments:end -->"
 #: How the table names the methods, and their row order (others follow, sorted).
 METHOD_NAMES = {"ptq4vit": "PTQ4ViT", "baseptq": "BasePTQ", "minmax": "min-max"}
 TABLE_METHODS = ("ptq4vit", "baseptq")
@@ -284,6 +290,57 @@ def render_draws(folder: str | Path = REFERENCE_DIR, sweep: str = "vit_tiny_stat
     """The draw table of the promoted sweep ``sweep`` (None when the reference folder has none)."""
     path = Path(folder) / "sweeps" / f"{sweep}.jsonl"
     return draws_markdown(read_records(path)[0].records) if path.is_file() else None
+
+
+def frame_markdown(frame: Any) -> str:
+    """A pandas DataFrame as a Markdown table (empty cells for missing values)."""
+    import pandas as pd
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 0.01 and v != 0 else f"{v:.2f}"
+        return str(v).replace("|", "\\|")
+
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def experiments_markdown(tables: Any) -> str:
+    """The README's experiment section from :class:`ptqlib.io.experiments.Tables` (the parts whose
+    tables are present)."""
+    from ..io import experiments as ex
+
+    parts = []
+
+    def add(title: str, frame: Any, note: str = "") -> None:
+        if frame is not None and len(frame):
+            parts.append(f"**{title}**{(' ' + note) if note else ''}\n\n{frame_markdown(frame)}")
+
+    add("The paper's claims, checked", ex.claims(tables),
+        "(effect = A − B in points with its paired 95 % interval; p: exact McNemar test, or for the 0.5-point "
+        "claim a z-test against −0.5):")
+    metrics, metric_pairs = ex.metric_table(tables)
+    add("Metric comparison", metrics, "(PTQ4ViT with each search metric; drop from float with its paired interval):")
+    add("... each metric against the Hessian-guided one", metric_pairs)
+    ablation, ablation_pairs = ex.ablation_table(tables)
+    add("Ablation", ablation, "(cosine and uniform quantizers as the base, each ingredient alone, all three):")
+    add("... each row against the base", ablation_pairs)
+    add("Calibration-set size", ex.calib_size_table(tables), "(PTQ4ViT W6A6, draw 0):")
+    add("A fair base PTQ", ex.baseline_table(tables), "(BasePTQ W6A6 with each of the official code's choices):")
+    add("One machine's rounding", ex.stability_table(tables),
+        "(W6A6, calibration images perturbed in the last bit; tie rule):")
+    return "\n".join(parts)
+
+
+def render_experiments(folder: str | Path = REFERENCE_DIR) -> str:
+    """:func:`experiments_markdown` of the reference folder."""
+    from ..io.experiments import load_tables
+
+    return experiments_markdown(load_tables(folder))
 
 
 def promote_sweep(source: str | Path, folder: str | Path = REFERENCE_DIR) -> Path:

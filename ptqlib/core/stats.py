@@ -9,6 +9,8 @@ under each), so their difference is tested on the *discordant* images only:
   (e.g. per-layer picks closer to / farther from an optimum; ties are left out);
 * :func:`top1_interval`, :func:`difference_interval` — bootstrap 95 % intervals (BCa) for a top-1
   and for a paired difference of two top-1s, in points;
+* :func:`within` — a claim that A loses at most ``margin`` points against B (e.g. "less than 0.5
+  points below float"): a z-test of the mean per-image difference against ``-margin``;
 * :func:`compare` — all of it for one claim, with a verdict: ``holds`` (p < 0.05, effect in the
   claimed direction), ``fails`` (p < 0.05, the other way) or ``inconclusive``.
 
@@ -24,7 +26,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["ALPHA", "Interval", "Test", "Comparison", "mcnemar", "sign_test", "top1_interval",
-           "difference_interval", "compare", "verdict"]
+           "difference_interval", "compare", "verdict", "within"]
 
 #: Significance level of every verdict.
 ALPHA = 0.05
@@ -152,3 +154,36 @@ def compare(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | 
     diff = difference_interval(correct_a, correct_b, confidence=confidence, seed=seed)
     test = mcnemar(correct_a, correct_b)
     return Comparison(diff, test, verdict(diff.estimate, test.p_value, expect))
+
+
+def within(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray, margin: float, *,
+           confidence: float = 0.95, seed: int = 0) -> Comparison:
+    """The claim "A is at most ``margin`` points below B" on the same images.
+
+    The per-image differences ``d = a - b`` (each -1, 0 or +1) have mean ``d̄`` and standard error
+    ``s / √n``; ``z = (100 d̄ + margin) / (100 s / √n)`` tests ``d̄ = -margin`` two-sided. The
+    verdict is ``holds`` when p < 0.05 and the difference lies above ``-margin``, ``fails`` when
+    p < 0.05 and below, else ``inconclusive``; the interval is :func:`difference_interval`'s.
+    ``test.wins`` / ``test.losses`` count the images only A / only B gets right.
+
+    >>> a = [1] * 95 + [0] * 5
+    >>> b = [1] * 100
+    >>> r = within(a, b, margin=0.5)          # 5 points lost, se = 100·sqrt(0.05·0.95/99) = 2.19
+    >>> round(r.difference.estimate, 2), round(r.test.p_value, 3), r.verdict
+    (-5.0, 0.04, 'fails')
+    """
+    a, b = _outcomes(correct_a, "correct_a").astype(float), _outcomes(correct_b, "correct_b").astype(float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes need the same images: {a.size} against {b.size}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 points, got {margin!r}")
+    d = a - b
+    diff = difference_interval(a, b, confidence=confidence, seed=seed)
+    se = 100 * float(d.std(ddof=1)) / np.sqrt(d.size) if d.size > 1 else 0.0
+    gap = diff.estimate + margin
+    if se == 0:
+        p = 1.0 if gap == 0 else 0.0
+    else:
+        p = float(2 * stats.norm.sf(abs(gap) / se))
+    test = Test(int((a > b).sum()), int((a < b).sum()), min(p, 1.0))
+    return Comparison(diff, test, verdict(gap, test.p_value, 1))

@@ -91,3 +91,24 @@ def test_compare_one_claim() -> None:
     assert (c.test.wins, c.test.losses) == (12, 0) and c.test.p_value == pytest.approx(2 / 4096)
     assert c.verdict == "holds" and c.row()["verdict"] == "holds"
     assert compare(b, a).verdict == "fails"
+
+
+def test_within_margin_hand_values() -> None:
+    """"A at most 0.5 points below B": z = (100·d̄ + 0.5) / (100·s/√n) on the per-image differences."""
+    from ptqlib.core.stats import within
+
+    n = 1000
+    a = np.ones(n, dtype=bool)
+    b = np.ones(n, dtype=bool)
+    a[:2] = False                      # B alone right on 2 images: -0.2 points
+    r = within(a, b, margin=0.5)
+    d = a.astype(float) - b.astype(float)
+    z = (100 * d.mean() + 0.5) / (100 * d.std(ddof=1) / np.sqrt(n))
+    assert r.difference.estimate == pytest.approx(-0.2)
+    assert r.test.p_value == pytest.approx(2 * (1 - __import__("scipy").stats.norm.cdf(abs(z))))
+    assert (r.test.wins, r.test.losses) == (0, 2)
+    assert r.verdict == ("holds" if r.test.p_value < 0.05 else "inconclusive")
+    a[:20] = False                     # 2 points below: the claim fails
+    assert within(a, b, margin=0.5).verdict == "fails"
+    with pytest.raises(ValueError, match="margin"):
+        within(a, b, margin=-1)

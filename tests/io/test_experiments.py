@@ -1,0 +1,114 @@
+"""The paper's experiments read back from result tables (``ptqlib.io.experiments``): hand-built
+records with known per-image outcomes, so every count, p-value and verdict is known in advance;
+then the committed tables against what the README and notebook 04 show."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ptqlib.core.stats import sign_test
+from ptqlib.io import experiments as ex
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 200
+
+
+def _record(method: str, bits: int | None, right: set[int], **extra: Any) -> dict[str, Any]:
+    labels = [i % 1000 for i in range(N)]
+    predictions = [y if i in right else (y + 1) % 1000 for i, y in enumerate(labels)]
+    return {"model": "m", "method": method, "w_bits": bits, "a_bits": bits, "eval_images": N,
+            "top1": round(100 * len(right) / N, 2), "predictions": predictions, "labels": labels,
+            "calib_seconds": 1.0, "engine": "e", **extra}
+
+
+def _write(folder: Path, main: list[dict[str, Any]], sweeps: dict[str, list[dict[str, Any]]]) -> Path:
+    (folder / "sweeps").mkdir(parents=True)
+    (folder / "vit_tiny_patch16_224.json").write_text(json.dumps(main))
+    for name, records in sweeps.items():
+        (folder / "sweeps" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "official_ptq4vit.csv").write_text("model,method,w_bits,a_bits,top1,calib_seconds,source\n"
+                                                 "vit_tiny_patch16_224,ptq4vit,8,8,81.00,2397,x\n")
+    return folder
+
+
+@pytest.fixture
+def tables(tmp_path: Path) -> ex.Tables:
+    everything = set(range(N))
+    fp = _record("float", None, everything - set(range(10)))                 # 190 right: 95 %
+    main = [_record("ptq4vit", 8, everything - set(range(12))),              # 188: float alone right on 2
+            _record("baseptq", 8, everything - set(range(40))),              # 160
+            _record("ptq4vit", 6, everything - set(range(30))),
+            _record("baseptq", 6, set(range(100, 200)) - {150})]
+    draws = [fp] + [_record(m, b, everything - set(range(k)), draw=d)
+                    for d, k in enumerate((10, 20, 30)) for m in ("ptq4vit", "baseptq") for b in (8, 6)]
+    paper = [_record("ablation-base", 6, everything - set(range(60)), draw=0),
+             _record("ablation-hessian", 6, everything - set(range(50)), draw=0),     # 10 wins, 0 losses
+             _record("ablation-twin-softmax", 6, everything - set(range(60)) - {199} | {0}, draw=0),  # 1 : 1
+             _record("ptq4vit", 6, everything - set(range(30)), draw=0),
+             _record("ptq4vit-mse", 6, everything - set(range(30, 60)), draw=0)]   # 30 : 30
+    return ex.load_tables(_write(tmp_path, main, {"vit_tiny_statistics": draws, "vit_tiny_paper": paper}))
+
+
+def test_claims_carry_hand_known_counts_p_values_and_verdicts(tables: ex.Tables) -> None:
+    claims = ex.claims(tables).set_index("claim")
+    w8 = claims.loc["PTQ4ViT beats base PTQ at W8A8"]
+    assert (w8["only A"], w8["only B"], w8["effect"]) == (28, 0, 14.0)
+    assert w8["p"] == float(f"{sign_test(28, 0).p_value:.3g}") and w8["verdict"] == "holds"
+    h = claims.loc["the Hessian-guided metric beats cosine (W6A6, ablation)"]
+    assert (h["only A"], h["only B"], h["effect"], h["verdict"]) == (10, 0, 5.0, "holds")
+    s = claims.loc["twin-uniform softmax helps (W6A6, ablation)"]
+    assert (s["only A"], s["only B"], s["p"], s["verdict"]) == (1, 1, 1.0, "inconclusive")
+    m = claims.loc["Hessian-guided beats mse in PTQ4ViT (W6A6)"]
+    assert (m["only A"], m["only B"], m["effect"], m["verdict"]) == (30, 30, 0.0, "inconclusive")
+    # 1 point below float on 200 images (2 images), margin 0.5: the data cannot tell
+    near = claims.loc["PTQ4ViT at W8A8 is less than 0.5 points below float"]
+    assert (near["effect"], near["only A"], near["only B"], near["verdict"]) == (-1.0, 0, 2, "inconclusive")
+    assert ex.verdict_counts(ex.claims(tables)) == {"holds": 3, "fails": 0, "inconclusive": 3}
+    assert "twin-uniform GELU" not in " ".join(claims.index)  # its table row is missing: left out
+
+
+def test_main_table_drops_paired_intervals_and_references(tables: ex.Tables) -> None:
+    main = ex.main_table(tables).set_index(["method", "bits"])
+    row = main.loc[("PTQ4ViT", "W8A8")]
+    assert row["drop"] == 1.0 and row["official code"] == 81.0
+    lo, hi = (float(v) for v in row["drop 95% CI"].split("–"))
+    assert lo <= 1.0 <= hi
+    top_lo, top_hi = (float(v) for v in row["95% CI"].split("–"))
+    assert top_hi - top_lo > hi - lo  # paired (two discordant images) beats one top-1's interval
+    assert row["paper drop ViT-S/224"] == pytest.approx(81.39 - 81.00)  # the paper's Table 3
+    assert ex.paper_drops("baseptq", "W4A4") is None  # the paper has no 4-bit rows
+
+
+def test_draw_table_and_sentences(tables: ex.Tables) -> None:
+    d = ex.draws_table(tables).set_index(["method", "bits"])
+    row = d.loc[("PTQ4ViT", "W6A6")]
+    assert (row["draws"], row["mean"], row["std"], row["min"], row["max"]) == (3, 90.0, 5.0, 85.0, 95.0)
+    lines = ex.sentences(tables)
+    assert lines[0] == "float ViT-Tiny: 95.00 % top-1 on 200 validation images"
+    assert "PTQ4ViT W6A6 over 3 calibration draws: 90.00 ± 5.00 (range 85.00–95.00)" in lines
+
+
+def test_the_committed_readme_shows_the_committed_experiments() -> None:
+    from ptqlib.app.report import EXPERIMENTS_BEGIN, EXPERIMENTS_END, render_experiments
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rendered = render_experiments(ROOT / "results" / "reference")
+    assert EXPERIMENTS_BEGIN in readme
+    start, end = readme.index(EXPERIMENTS_BEGIN) + len(EXPERIMENTS_BEGIN) + 1, readme.index(EXPERIMENTS_END)
+    assert readme[start:end] == rendered, "README.md's experiment tables are stale; run: python -m ptqlib report --readme README.md"
+
+
+def test_notebook_04_prints_the_numbers_of_the_committed_tables() -> None:
+    """Notebook 04's committed outputs hold exactly the statements the committed tables give."""
+    nb = json.loads((ROOT / "notebooks" / "04_imagenet_evaluation.ipynb").read_text(encoding="utf-8"))
+    text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                     for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    t = ex.load_tables(ROOT / "results" / "reference")
+    for line in ex.sentences(t):
+        assert line in text, f"notebook 04 does not show {line!r}; re-execute it (README, Notebooks)"
+    claims = ex.claims(t)
+    for claim, verdict in zip(claims["claim"], claims["verdict"]):
+        assert claim in text and verdict in text
