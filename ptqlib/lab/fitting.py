@@ -216,7 +216,10 @@ def quantizer_error_table(acts: Activations, bits_list: Sequence[int] = (4, 6, 8
 
 def zero_rounding_table(acts: Activations, bits: int, kind: str = "post-softmax") -> "pd.DataFrame":
     """Per block: the share of the non-zero values of ``kind`` that the MSE-fitted uniform and
-    twin-uniform quantizers round to 0, and both quantizers' MSE."""
+    twin-uniform quantizers round to 0, both quantizers' MSE, and what was fitted: the largest
+    value, the uniform step, the twin split ``m`` and the twin steps (``twin fine step`` and
+    ``twin coarse step`` for post-softmax, ``twin positive step`` and ``twin negative step`` for
+    post-GELU)."""
     import pandas as pd
 
     twin = KINDS[kind].twin
@@ -227,7 +230,9 @@ def zero_rounding_table(acts: Activations, bits: int, kind: str = "post-softmax"
         nonzero = v != 0
         rows.append({"block": block, "uniform: values -> 0": float((uni.fake(v)[nonzero] == 0).double().mean()),
                      "twin: values -> 0": float((tw.fake(v)[nonzero] == 0).double().mean()),
-                     "uniform MSE": uni.mse(v), "twin MSE": tw.mse(v)})
+                     "uniform MSE": uni.mse(v), "twin MSE": tw.mse(v), "largest value": float(v.max()),
+                     "uniform step": uni.scale, "twin m": tw.m,
+                     **{f"twin {name} step": step for name, step in tw.steps().items()}})
     return pd.DataFrame(rows)
 
 

@@ -1,9 +1,11 @@
 """Real-browser test: JupyterLab on loopback, headless Chromium driven by Playwright.
 
-It copies notebook 01 into a temporary folder, starts JupyterLab there (no token, 127.0.0.1, a free
-port, its own settings and runtime folders), opens the notebook, runs every cell in smoke mode
-(``PTQLIB_MODE=smoke``), checks that the activation explorer renders, changes its block selector
-and checks that the figure is redrawn for the new block.
+It copies notebook 01 (without its outputs) into a temporary folder, starts JupyterLab there (no
+token, 127.0.0.1, a free port, its own settings and runtime folders), opens the notebook, runs every
+cell in smoke mode (``PTQLIB_MODE=smoke``) and waits until every code cell has run, checks that the
+activation explorer renders, moves its block slider one step with the keyboard (focus on the
+slider's handle, ArrowLeft) and checks that the summary names the new block and the picture is
+redrawn.
 
 Needs Debian's ``chromium`` (or ``PTQLIB_CHROMIUM=/path/to/chrome``) and the ``playwright`` Python
 package; never ``playwright install`` (no browser downloads). Skipped with a reason when either is
@@ -66,7 +68,12 @@ def _get(url: str, timeout: float = 2.0) -> int:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
-    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
+    # the committed copy without its outputs: every prompt starts empty, so "every cell has run" is unambiguous
+    nb = json.loads(NOTEBOOK.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    (root / NOTEBOOK.name).write_text(json.dumps(nb))
     settings = root / ".settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     # render every cell (no windowing), so the explorer's output is in the page wherever it is
@@ -107,7 +114,20 @@ def lab(tmp_path_factory):
         log.close()
 
 
-def test_explorer_renders_and_block_selector_redraws(playwright_api, lab, tmp_path):
+#: True once every code cell has run (a number in every prompt, none queued or running), or once a
+#: cell has failed (a traceback; JupyterLab then drops the queued cells).
+RUN_FINISHED = r"""() => {
+    const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]
+        .map(e => e.textContent.trim());
+    const failed = [...document.querySelectorAll(
+        ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")]
+        .some(e => e.textContent.includes('Traceback'));
+    if (prompts.some(p => p.includes('*'))) return false;
+    return failed || (prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p)));
+}"""
+
+
+def test_explorer_renders_and_block_slider_redraws(playwright_api, lab, tmp_path):
     # a fresh profile (user-data-dir) for every run; Playwright's own browser download is never used
     context = playwright_api.chromium.launch_persistent_context(
         str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
@@ -124,13 +144,16 @@ def test_explorer_renders_and_block_selector_redraws(playwright_api, lab, tmp_pa
             " return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel"
             " && w.sessionContext.session.kernel.connectionStatus === 'connected'"
             " && w.sessionContext.session.kernel.status === 'idle'; }", timeout=90_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        # the last cell prints this once the notebook (its own asserts included) has run
-        page.wait_for_selector("text=explorer redrew", timeout=RUN_TIMEOUT_S * 1000)
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        page.wait_for_function("() => [...document.querySelectorAll('.jp-Notebook .jp-InputArea-prompt')]"
+                               ".some(e => e.textContent.includes('*') || /\\[\\d+\\]/.test(e.textContent))",
+                               timeout=60_000)  # the run has started
+        page.wait_for_function(RUN_FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=1000)
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'] >> text=Traceback")
         assert errors.count() == 0, "a cell raised an error"
 
-        explorer = page.locator(".ptqlib-explorer")
+        # the activation explorer (the one with a layer selector; the scale explorer follows it)
+        explorer = page.locator(".ptqlib-explorer").filter(has=page.locator(".ptqlib-layer"))
         explorer.wait_for(state="visible", timeout=30_000)
         image = explorer.locator("img.ptqlib-explorer-image")
         summary = explorer.locator(".ptqlib-explorer-summary")
@@ -140,13 +163,18 @@ def test_explorer_renders_and_block_selector_redraws(playwright_api, lab, tmp_pa
         before_text = summary.inner_text()
         assert "block 5" in before_text and "post-softmax" in before_text
 
-        explorer.locator(".ptqlib-block select").select_option(label="3")
-        page.wait_for_function("(el) => el.innerText.includes('block 3 ')", arg=summary.element_handle(),
+        # the block is a slider: focus its handle and step it left with the keyboard
+        handle = explorer.locator(".ptqlib-block .noUi-handle")
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_function("(el) => el.innerText.includes('block 4 ')", arg=summary.element_handle(),
                                timeout=60_000)
         page.wait_for_function("([img, old]) => img.getAttribute('src') !== old && img.complete && img.naturalWidth > 0",
                                arg=[image.element_handle(), before_src], timeout=60_000)
         assert image.get_attribute("src") != before_src
-        assert "block 3" in summary.inner_text()
+        assert "block 4" in summary.inner_text() and "post-softmax" in summary.inner_text()
+        assert explorer.locator(".ptqlib-block .widget-readout").inner_text().strip() == "4"
     except Exception:
         page.screenshot(path=str(shot), full_page=False)
         print(f"screenshot: {shot}\njupyter log:\n{(lab['root'] / 'jupyter.log').read_text()[-4000:]}")
