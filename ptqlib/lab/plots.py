@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .activations import KINDS, Activations
 from .fitting import FittedQuantizer, fit_quantizer, fit_twin_gelu, fit_twin_softmax, fit_uniform
-from .sweeps import ScaleSweep
+from .sweeps import ScaleSweep, rescaled_curve
 
 if TYPE_CHECKING:
     from .explore import ScaleCurves, ScaleStudy, ScaleView
@@ -45,6 +45,8 @@ __all__ = [
     "plot_error_curves",
     "plot_split_search",
     "twin_figure",
+    "METRIC_STYLES",
+    "metric_style",
     "plot_sweeps",
     "plot_grad_magnitudes",
     "plot_agreement",
@@ -508,47 +510,80 @@ def twin_figure(values: Tensor, kind: str, bits: int, m: int, fig: Figure | None
 
 # ----------------------------------------------------------------------------- notebook 02
 
+#: Notebook 02's metrics: a colour of seaborn's colour-blind palette and a line style each, so that
+#: curves lying on top of each other stay visible (the dashes of one show the other through).
+METRIC_STYLES = {
+    "mse": (1, "-"), "cosine": (2, (0, (5, 2))), "pearson": (9, (0, (1, 1.5))), "cosine_token": (5, "-."),
+    "l1": (7, (0, (3, 1, 1, 1, 1, 1))), "hessian": (0, "-"), "hessian (per-channel)": (4, (0, (5, 2))),
+    "hessian (official KL)": (3, (0, (1, 1.5))),
+}
+
+
+def metric_style(metric: str, index: int = 0) -> dict[str, Any]:
+    """``color`` and ``ls`` of a metric's curve in notebook 02's figures (a fallback for others)."""
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", 10).as_hex()
+    colour, ls = METRIC_STYLES.get(metric, (index % 10, "-"))
+    return {"color": palette[colour], "ls": ls}
+
 
 def _norm(y: np.ndarray) -> np.ndarray:
     lo, hi = np.nanmin(y), np.nanmax(y)
     return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
 
 
-def plot_sweeps(sweep: ScaleSweep, bits: int, *, task: str = "task_kl", cols: int = 3) -> Figure:
-    """One panel per target: each metric and the task loss against the scale multiplier, each
-    curve rescaled to [0, 1] (log-rank is what matters), their minima marked."""
+def plot_sweeps(sweep: ScaleSweep, bits: int, *, task: str = "task_kl", cols: int = 3,
+                same: Sequence[Sequence[str]] = ()) -> Figure:
+    """One panel per target: each metric and the task loss against the scale multiplier (log x),
+    each curve log-scaled and rescaled to [0, 1], so only where it is lowest and how it rises
+    around that matter. Below the curves, one row per metric marks its pick (▼), so that metrics
+    picking the same candidate line up; the dotted line is the task-loss optimum. ``same`` (e.g.
+    :func:`ptqlib.lab.sweeps.same_pick_groups`) is named in the legend."""
     t = sweep.table[sweep.table["bits"] == bits]
     targets = list(dict.fromkeys(t["target"]))
-    rows = math.ceil(len(targets) / cols)
-    fig = _figure(4.3 * min(cols, len(targets)), 3.0 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, min(cols, len(targets)), squeeze=False)).ravel()
+    ncols = min(cols, len(targets))
+    rows = math.ceil(len(targets) / ncols)
+    metrics = list(sweep.metrics)
+    strip = 0.07  # height of one pick row, in the rescaled unit
+    fig = _figure(4.2 * ncols + 2.6, 3.5 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, ncols, squeeze=False)).ravel()
     for ax, target in zip(axes, targets):
         g = t[t["target"] == target].sort_values("multiplier")
         x = g["multiplier"].values
-        for metric in sweep.metrics:
-            y = _norm(np.log10(np.maximum(g[metric].values, 1e-30)))
-            ax.plot(x, y, color=COLORS.get(metric, "0.5"), lw=1.1, label=metric,
-                    ls="--" if "official" in metric else "-")
-            ax.plot([x[int(np.argmin(g[metric].values))]], [-0.06], "v", color=COLORS.get(metric, "0.5"), ms=6)
-        ty = _norm(np.log10(np.maximum(g[task].values, 1e-30)))
-        ax.plot(x, ty, color=COLORS["task"], lw=2.2, label=f"task loss ({task})")
-        ax.axvline(x[int(np.argmin(g[task].values))], color="black", ls=":", lw=1)
+        ax.axhspan(-strip * (len(metrics) + 0.6), -0.02, color="0.95", lw=0)
+        for i, metric in enumerate(metrics):
+            style = metric_style(metric, i)
+            y = rescaled_curve(g[metric].values)
+            ax.plot(x, y, lw=1.6, label=metric, **style)
+            ax.plot([x[int(np.argmin(g[metric].values))]], [-strip * (i + 1)], "v", color=style["color"], ms=6)
+        ty = rescaled_curve(g[task].values)
+        ax.plot(x, ty, color=COLORS["task"], lw=2.4, label=f"task loss ({task})", zorder=1)
+        ax.axvline(x[int(np.argmin(g[task].values))], color="black", ls=":", lw=1.2,
+                   label="task-loss optimum" if ax is axes[0] else None)
         ax.set_xscale("log")
-        ax.set_ylim(-0.12, 1.05)
-        ax.set_title(target, fontsize=9)
-        ax.set_xlabel("scale / min-max scale", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_ylim(-strip * (len(metrics) + 0.8), 1.04)
+        ax.set_yticks([0, 0.5, 1])
+        ax.set_title(target, fontsize=10)
+        ax.set_xlabel("scale / min-max scale (log)", fontsize=9)
+        ax.tick_params(labelsize=8.5)
     for ax in axes[len(targets):]:
         ax.set_visible(False)
-    axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"{bits}-bit: distance metrics vs the task loss (log, rescaled to [0, 1]; ▼ = each metric's pick, "
-                 "dotted = task-loss optimum)", fontsize=10)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("log loss, rescaled to [0, 1]", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    title = "metric (▼ = its pick;\none row each, in this order)"
+    if same:
+        title += "\n" + "\n".join("same pick in every sweep:\n  " + " = ".join(grp) for grp in same)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=9, title=title, title_fontsize=8.5,
+               frameon=False, alignment="left")
+    fig.suptitle(f"{bits}-bit: where each distance metric is lowest, against the task loss", fontsize=12)
     return fig
 
 
 def plot_grad_magnitudes(grads: Mapping[str, Mapping[str, Tensor]]) -> Figure:
     """Histogram of |∂L/∂O| per gradient loss (log-log), pooled over the swept sites."""
-    fig = _figure(8, 3.4)
+    fig = _figure(10, 3.6)
     ax = fig.subplots()
     for i, (name, by_site) in enumerate(grads.items()):
         g = torch.cat([t.reshape(-1).abs().float() for t in by_site.values() if t is not None])
@@ -556,33 +591,59 @@ def plot_grad_magnitudes(grads: Mapping[str, Mapping[str, Tensor]]) -> Figure:
         pos = g[g > 0]
         if pos.numel():
             bins = np.logspace(math.log10(float(pos.min())), math.log10(float(pos.max()) * 1.01), 100)
-            ax.hist(pos.numpy(), bins=bins, histtype="stepfilled", alpha=0.5,
-                    color=COLORS.get(name, f"C{i}"), label=f"{name}: mean |g| {float(g.mean()):.2g}, zeros {zero:.1%}")
+            ax.hist(pos.numpy(), bins=bins, histtype="stepfilled", alpha=0.55, color=metric_style(name, i)["color"],
+                    label=f"{name}:\nmean |g| {float(g.mean()):.2g}, zeros {zero:.1%}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("|∂L/∂O| (output gradient: the Hessian-guided metric's weight is its square)")
-    ax.set_ylabel("count")
-    ax.legend(fontsize=8)
+    ax.set_xlabel("|∂L/∂O| (output gradient; the Hessian-guided metric weights by its square)", fontsize=10)
+    ax.set_ylabel("elements", fontsize=10)
+    ax.set_title("Hessian weights: the official code's KL gradient against ptqlib's, all swept sites", fontsize=11)
+    _legend_outside(ax, fontsize=9)
     return fig
 
 
-def plot_agreement(agreement, *, value: str = "log2_distance") -> Figure:
-    """Heat map, targets × metrics, of how far each metric's pick is from the task-loss optimum."""
+def plot_agreement(agreement, *, value: str = "log2_offset", step: float | None = None) -> Figure:
+    """Heat map, sweeps × metrics, of where each metric's pick lies from the task-loss optimum:
+    ``log2_offset`` (signed: red = a larger scale than the optimum, blue = smaller), in candidate
+    steps when ``step`` (the log2 ratio of neighbouring candidates) is given; ``log2_distance`` or
+    any other column of :func:`ptqlib.lab.sweeps.metric_agreement` works too."""
     import pandas as pd
 
     tab = agreement.pivot(index="layer", columns="metric", values=value)
     tab = tab.loc[list(dict.fromkeys(agreement["layer"])), list(dict.fromkeys(agreement["metric"]))]
-    fig = _figure(1.4 * tab.shape[1] + 3.5, 0.36 * tab.shape[0] + 1.6)
+    values = tab.values.astype(float) / (step or 1.0)
+    fig = _figure(1.05 * tab.shape[1] + 4.6, 0.34 * tab.shape[0] + 2.2)
     ax = fig.subplots()
-    im = ax.imshow(tab.values, cmap="Reds", aspect="auto", vmin=0)
-    ax.set_xticks(range(tab.shape[1]), tab.columns, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(tab.shape[0]), tab.index, fontsize=7)
+    signed = bool(np.nanmin(values) < 0)
+    whole = step is not None
+    top = max(float(np.nanmax(np.abs(values))), 1e-9)
+    if whole:  # one colour per whole number of steps
+        from matplotlib import colormaps
+        from matplotlib.colors import BoundaryNorm
+
+        top = max(round(top), 1)
+        edges = np.arange(-top - 0.5 if signed else -0.5, top + 1)
+        cmap = colormaps["RdBu_r" if signed else "Reds"]
+        im = ax.imshow(values, cmap=cmap, norm=BoundaryNorm(edges, cmap.N), aspect="auto")
+    else:
+        im = ax.imshow(values, cmap="RdBu_r" if signed else "Reds", aspect="auto",
+                       vmin=-top if signed else 0, vmax=top)
+    ax.set_xticks(range(tab.shape[1]), tab.columns, rotation=30, ha="right", fontsize=10)
+    ax.set_yticks(range(tab.shape[0]), tab.index, fontsize=9.5)
     for i in range(tab.shape[0]):
         for j in range(tab.shape[1]):
-            val = tab.values[i, j]
+            val = values[i, j]
             if pd.notna(val):
-                ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label={"log2_distance": "|log2(pick / optimum)|"}.get(value, value))
+                text = (f"{val:+.0f}" if round(val) else "0") if whole else f"{val:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9.5,
+                        color="white" if abs(val) > 0.6 * top else "black")
+    unit = "candidate steps" if whole else "log2"
+    label = {"log2_offset": f"pick − task-loss optimum ({unit})\n> 0: a larger scale than the task loss wants",
+             "log2_distance": f"|pick − task-loss optimum| ({unit})"}.get(value, value)
+    bar = fig.colorbar(im, ax=ax, label=label, shrink=0.8)
+    if whole:
+        bar.set_ticks(np.arange(-top if signed else 0, top + 1))
+    ax.set_title("Each metric's pick against the task-loss optimum, per sweep (0 = the optimum itself)", fontsize=11)
     return fig
 
 

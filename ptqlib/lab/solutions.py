@@ -7,14 +7,21 @@ Each solution is a plain function, so the tests can hold it to its own check.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+import math
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import PtqlibError
 
-__all__ = ["SOLUTIONS", "asymmetric_fake", "twin_levels_and_split", "rounding_mse_ratio", "show"]
+if TYPE_CHECKING:
+    from .activations import Activations
+    from .sweeps import ScaleSweep
+
+__all__ = ["SOLUTIONS", "asymmetric_fake", "twin_levels_and_split", "rounding_mse_ratio", "heaviest_head",
+           "twin_loses_blocks", "outlier_zero_share", "twin_dead_zone", "fine_step_vs_uniform", "largest_gelu_split",
+           "post_softmax_picks", "largest_scale_metric", "sign_test_by_hand", "constant_gradient_pick", "show"]
 
 
 def asymmetric_fake(x: Tensor, bits: int) -> Tensor:
@@ -66,11 +73,215 @@ def rounding_mse_ratio(high: int = 8, low: int = 6, samples: int = 100_000, seed
     return mse(low) / mse(high)
 
 
+
+# ----------------------------------------------------------------------------- notebook 01
+
+
+def heaviest_head(acts: "Activations", block: int = 0, threshold: float = 0.5) -> int:
+    """01-a: the head of ``block`` whose attention mass lies most on probabilities above ``threshold``.
+
+    Every row of post-softmax values sums to 1, so the sum of a head's probabilities above 0.5,
+    divided by the sum of all of them, is the share of its attention that goes to a single token
+    taking more than half of a row: how peaked the head is. Few *values* ever exceed 0.5 (at most
+    one per row of 197), which is why the share of mass, not the share of values, tells heads apart.
+    """
+    shares = []
+    for head in range(acts.num_heads):
+        p = acts.values("post-softmax", block, head).double()
+        shares.append(float(p[p > threshold].sum() / p.sum()))
+    return max(range(len(shares)), key=shares.__getitem__)
+
+
+def twin_loses_blocks(acts: "Activations", bits: int = 4) -> list[int]:
+    """01-b: the blocks where the MSE-fitted twin-uniform quantizer's error on the post-softmax values
+    is above the MSE-searched unsigned uniform quantizer's.
+
+    The twin quantizer's coarse range is fixed, [0, 1) with step 2^-(k-1), and its fine range must end
+    at a power of two 2^-m. The uniform step is searched, and may clip: where the attention is spread
+    (no probability near 1, many between 0.01 and 0.3: the last blocks), the uniform quantizer puts all
+    2^k levels below about 0.3 and its step becomes as fine as the twin's fine step or finer, while the
+    twin keeps half its codes for [2^-m, 1), where almost nothing lies.
+    """
+    from .fitting import fit_quantizer
+
+    lost = []
+    for block in acts.blocks:
+        p = acts.values("post-softmax", block)
+        uniform = fit_quantizer(p, "uniform", bits, "softmax")
+        twin = fit_quantizer(p, "twin-uniform", bits, "softmax")
+        if twin.mse(p) > uniform.mse(p):
+            lost.append(block)
+    return lost
+
+
+def outlier_zero_share(acts: "Activations", block: int, bits: int = 8) -> float:
+    """01-c: the share (in percent) of a block's post-GELU values that a ``bits``-bit min-max uniform
+    quantizer rounds to 0.
+
+    The signed min-max step is max|x| / (2^(k-1) - 1): one outlier of 213 makes it 213 / 127 ≈ 1.7
+    even at 8 bits, and every |x| below half a step, about 0.84, becomes 0. Almost every hidden unit
+    stays below that (the median unit's largest value is about 2), so nearly all values are lost.
+    """
+    from ..core.quant import minmax_step, uniform_fake
+
+    x = acts.values("post-GELU", block)
+    step = minmax_step(x.abs().max(), bits)
+    return 100 * float((uniform_fake(x, step, bits) == 0).double().mean())
+
+
+# ----------------------------------------------------------------------------- notebook 03
+
+
+def twin_dead_zone(bits: int = 4, m: int = 5) -> tuple[float, float]:
+    """03-a: for a split beyond the limit (m > k - 1), the interval of values that decode to 0
+    although they are larger than the largest fine level.
+
+    The fine range is R1 = [0, 2^(k-1)·Δ1) = [0, 2^-m). Everything from 2^-m up goes to the coarse
+    range, whose code is round(x / Δ2) with Δ2 = 2^-(k-1): code 0 for x / Δ2 <= 1/2 (ties round to
+    even), that is x <= 2^-k. For m > k these are a whole interval, [2^-m, 2^-k]: at k = 4, m = 5,
+    [1/32, 1/16] decodes to 0 while the smaller values in R1 keep levels up to 7/256. At m = k the
+    interval shrinks to the single tie point 2^-k; for m <= k - 1 it is empty, which is why ptqlib
+    searches m = 0 … k - 1. Check: ``twin_softmax_fake(torch.linspace(0, 1, 4097), 4, 5)``.
+    """
+    return 2.0 ** -m, 2.0 ** -bits
+
+
+def fine_step_vs_uniform(bits: int = 6, m: int = 3) -> float:
+    """03-b: how many times finer the post-softmax twin quantizer's fine step is than the unsigned
+    min-max uniform step on [0, 1] with the same bits.
+
+    Uniform: 2^k levels 0, Δ, …, 1, so Δ = 1 / (2^k - 1). Twin: Δ2 = 2^-(k-1) (twice as coarse as
+    that, almost) and Δ1 = Δ2 / 2^m. The ratio is 2^(k-1+m) / (2^k - 1), about 2^(m-1), not 2^m:
+    at k = 4, m = 2 it is 32 / 15 ≈ 2.1 (notebook 03's error curves), at k = 6, m = 3 256 / 63 ≈ 4.1.
+    """
+    uniform = 1 / (2**bits - 1)
+    fine = 2.0 ** -(bits - 1) / 2**m
+    return uniform / fine
+
+
+def largest_gelu_split(bits: int = 4, positive_step: float = 0.5, gelu_min: float = -0.17) -> int:
+    """03-c: the largest split m for which the post-GELU twin quantizer's negative levels still reach
+    GELU's minimum (about -0.17), so that no negative value is clipped.
+
+    The sign bit leaves k - 1 magnitude bits: the most negative level is -(2^(k-1) - 1)·Δn with
+    Δn = Δp / 2^m. At k = 4, Δp = 0.5 that is -7·0.5 / 2^m: -0.219 at m = 4 (reaches -0.17, with
+    the finest step that does), -0.109 at m = 5 (values in [-0.17, -0.11) would be clipped).
+    """
+    top = 2 ** (bits - 1) - 1
+    m = 0
+    while top * positive_step / 2 ** (m + 1) >= -gelu_min:
+        m += 1
+    return m
+
+
+# ----------------------------------------------------------------------------- notebook 02
+
+#: The metrics exercise 02-a asks about.
+POST_SOFTMAX_CHOICES = ("mse", "l1", "cosine_token")
+
+
+def post_softmax_picks(sweep: "ScaleSweep | None" = None,
+                       metrics: Sequence[str] = POST_SOFTMAX_CHOICES) -> dict[int, dict[str, float]]:
+    """Per bit-width, the scale multiplier each metric picks on post-softmax values (the ``a``
+    operand of an ``attn.matmul_av`` site) of a :class:`~ptqlib.lab.sweeps.ScaleSweep`; without
+    one (or without such a target), on synthetic attention: softmax of Gaussian logits (3 heads,
+    197 tokens) times Gaussian values, unsigned uniform at 4 and 6 bits."""
+    from ..core.metrics import get_metric
+    from ..core.quant import minmax_step, uniform_fake
+
+    if sweep is not None:
+        t = sweep.table
+        t = t[(t["operand"] == "a") & t["site"].str.endswith("attn.matmul_av")]
+        if len(t) and all(m in t.columns for m in metrics):
+            picks: dict[int, dict[str, float]] = {}
+            for bits, g in t.groupby("bits"):
+                first = g[g["target"] == g["target"].iloc[0]].sort_values("multiplier")
+                picks[int(bits)] = {m: float(first["multiplier"].iloc[int(first[m].to_numpy().argmin())])
+                                    for m in metrics}
+            return picks
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.softmax(2.0 * torch.randn(3, 197, 197, generator=gen), -1)
+    values = torch.randn(3, 197, 64, generator=gen)
+    out = probs @ values
+    multipliers = torch.logspace(math.log10(0.02), math.log10(1.2), 30).tolist()
+    picks = {}
+    for bits in (4, 6):
+        step = float(minmax_step(probs.max(), bits, False))
+        scores = {m: [float(get_metric(m)(out, uniform_fake(probs, torch.tensor(step * k), bits, False) @ values))
+                      for k in multipliers] for m in metrics}
+        picks[bits] = {m: multipliers[min(range(len(s)), key=s.__getitem__)] for m, s in scores.items()}
+    return picks
+
+
+def largest_scale_metric(sweep: "ScaleSweep | None" = None) -> str:
+    """02-a: which of MSE, L1 and the per-token cosine picks the largest scale on post-softmax values?
+
+    MSE. A few probabilities are large (a query attending mostly to one token) and the many others
+    tiny. A small scale clips the large ones: few errors, but big ones, and MSE squares each error,
+    so it pays most for clipping and keeps a larger scale. L1 counts errors linearly, so the many
+    small rounding errors weigh more and it trades some clipping for a finer step. The per-token
+    cosine scores each query row apart and averages: a row that spreads its attention thinly has a
+    small output that MSE hardly sees but that counts as much as any other row here, and its error
+    is the rounding of small probabilities: it too picks a finer step than MSE.
+    The largest pick, over the sweep's bit-widths (``post_softmax_picks`` gives them all):
+    """
+    picks = post_softmax_picks(sweep)
+    mean_log = {m: sum(math.log(p[m]) for p in picks.values()) / len(picks) for m in POST_SOFTMAX_CHOICES}
+    return max(POST_SOFTMAX_CHOICES, key=mean_log.__getitem__)
+
+
+def sign_test_by_hand(wins: int, losses: int) -> float:
+    """02-b: the exact two-sided sign test of ``wins`` against ``losses`` (ties left out).
+
+    Under "no difference" each untied sweep is a fair coin: wins ~ Binomial(n, 1/2), n = wins +
+    losses. The p-value is the probability of a split at least as lopsided as the one seen, on
+    either side: twice the smaller tail, at most 1. Ties say nothing about which metric is closer,
+    so they are left out (they only shrink n). ``ptqlib.core.stats.sign_test`` computes the same.
+    """
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def constant_gradient_pick(c: float = 0.5, seed: int = 0) -> tuple[float, bool]:
+    """02-c: with ∂L/∂O = c for every element, the Hessian-guided distance over MSE, and whether
+    both pick the same scale.
+
+    E[(∂L/∂O)² (O − Ô)²] = c² · E[(O − Ô)²]: the same positive factor c² multiplies every
+    candidate's score, and no positive factor changes which score is the smallest. So on such a
+    layer the Hessian-guided pick is MSE's; only how ∂L/∂O *varies* across elements can move it.
+    The same holds for a tiny common factor: the official KL weights, about 1e-10, would pick as
+    ptqlib's do if they varied across the elements in the same way. Measured on a random layer:
+    """
+    from ..core.metrics import hessian, mse
+    from ..core.quant import minmax_step, uniform_fake
+
+    gen = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(256, 64, generator=gen), torch.randn(32, 64, generator=gen)
+    out = x @ w.t()
+    step = float(minmax_step(w.abs().max(), 4))
+    w_hat = torch.stack([uniform_fake(w, torch.tensor(step * k), 4) for k in torch.linspace(0.1, 1.2, 23).tolist()])
+    out_hat = x @ w_hat.transpose(-1, -2)
+    h, m = hessian(out, out_hat, torch.full_like(out, c)), mse(out, out_hat)
+    return float((h / m).mean()), bool(int(h.argmin()) == int(m.argmin()))
+
+
 #: The solution of every exercise, by id (``<notebook>-<letter>``).
 SOLUTIONS: dict[str, Callable] = {
     "00-a": asymmetric_fake,
     "00-b": twin_levels_and_split,
     "00-c": rounding_mse_ratio,
+    "01-a": heaviest_head,
+    "01-b": twin_loses_blocks,
+    "01-c": outlier_zero_share,
+    "03-a": twin_dead_zone,
+    "03-b": fine_step_vs_uniform,
+    "03-c": largest_gelu_split,
+    "02-a": largest_scale_metric,
+    "02-b": sign_test_by_hand,
+    "02-c": constant_gradient_pick,
 }
 
 

@@ -5,8 +5,12 @@ outputs, only that quantizer on).
 * :func:`sweep_scales` — the sweep, a :class:`ScaleSweep` (a long table).
 * :func:`metric_agreement` — per layer and metric: the pick, the task-loss optimum, their
   distance, the loss ratio and the rank correlation.
-* :func:`compare_metrics` and :func:`verdict` — one metric against another over all sweeps, and
-  the sentence the data supports.
+* :func:`compare_metrics` — one metric against another over all sweeps: in how many sweeps its
+  pick is closer to the task-loss optimum, the same, or farther, with the exact sign test of
+  closer against farther and the verdict of :mod:`ptqlib.core.stats` on the claim "it picks
+  closer" (``holds`` / ``fails`` / ``inconclusive (p ≥ 0.05)``); :func:`claim_line` says it in one line.
+* :func:`same_pick_groups` — groups of metrics that pick the same candidate in every sweep, for
+  figures and text; :func:`curve_gap` how far apart their rescaled curves come.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from ..engine.capture import capture
 from ..engine.config import PTQConfig
 from ..errors import PtqlibError
 from ..engine.layers import QuantLinear, QuantMatMul
+from ..core import stats
 from ..core.metrics import get_metric
 from ..core.quant import minmax_step, uniform_fake
 from ..engine.wrap import Site, quantize_model, sites
@@ -34,7 +39,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SweepTarget", "ScaleSweep", "sweep_scales", "metric_agreement", "agreement_summary", "compare_metrics",
-           "verdict"]
+           "claim_line", "verdict_label", "same_pick_groups",
+           "rescaled_curve", "curve_gap"]
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,8 @@ def sweep_scales(
 
 def metric_agreement(sweep: ScaleSweep, task: str = "task_kl") -> "pd.DataFrame":
     """Per target, bit-width and metric: the multiplier the metric picks, the task-loss optimum,
-    how far apart they are (``|log2|`` of their ratio), the task loss at the metric's pick over the
+    how far apart they are (``log2_offset`` = log2(pick / optimum), > 0: the metric picks a larger
+    scale; ``log2_distance`` its absolute value), the task loss at the metric's pick over the
     optimum's (``loss_ratio``, 1 = as good as the best; 1e-12 is added to both), and the Spearman
     rank correlation of the metric with the task loss over all candidates. ``layer`` names the
     sweep (``"<target> @<bits>b"``)."""
@@ -283,9 +290,10 @@ def metric_agreement(sweep: ScaleSweep, task: str = "task_kl") -> "pd.DataFrame"
         for metric in sweep.metrics:
             pick = g.loc[g[metric].idxmin()]
             rank = g[metric].rank().corr(g[task].rank())
+            offset = math.log2(pick["multiplier"] / best["multiplier"])
             rows.append({"layer": f"{target} @{bits}b", "target": target, "bits": bits, "metric": metric,
                          "picked": pick["multiplier"], "optimum": best["multiplier"],
-                         "log2_distance": abs(math.log2(pick["multiplier"] / best["multiplier"])),
+                         "log2_offset": offset, "log2_distance": abs(offset),
                          "loss_at_pick": pick[task], "loss_at_optimum": best[task],
                          "loss_ratio": (pick[task] + 1e-12) / (best[task] + 1e-12),
                          "spearman": rank})
@@ -309,37 +317,86 @@ def agreement_summary(agreement: "pd.DataFrame") -> "pd.DataFrame":
     )
 
 
+def verdict_label(verdict: str) -> str:
+    """The verdict as the notebooks print it: ``holds``, ``fails`` or ``inconclusive (p ≥ 0.05)``."""
+    return f"{verdict} (p ≥ {stats.ALPHA:g})" if verdict == "inconclusive" else verdict
+
+
 def compare_metrics(agreement: "pd.DataFrame", metric: str, other: str) -> dict[str, object]:
-    """``metric`` against ``other`` over the sweeps of :func:`metric_agreement`: in how many the
-    pick of ``metric`` is closer to the task-loss optimum, the same, or farther; both mean
-    ``|log2|`` distances and geometric-mean loss ratios; and the answer to "does ``metric`` pick
-    closer?" — ``yes`` / ``no`` when both measures agree, ``no difference`` when the picks are the
-    same, ``mixed`` otherwise."""
+    """``metric`` against ``other`` over the sweeps of :func:`metric_agreement`, for the claim
+    "``metric`` picks scales closer to the task-loss optimum than ``other``".
+
+    Counts the sweeps where the pick of ``metric`` is closer (``closer``), as close (``same``: the
+    same candidate, or as far on the other side) or farther (``farther``) than the pick of
+    ``other``; tests closer against farther with the exact two-sided sign test
+    (:func:`ptqlib.core.stats.sign_test`, ties left out) and gives the verdict of
+    :func:`ptqlib.core.stats.verdict` on the claim (:func:`verdict_label`: ``holds``, ``fails`` or
+    ``inconclusive (p ≥ 0.05)``). Both mean ``|log2|`` distances and geometric-mean loss ratios
+    are kept as the size of the effect.
+    """
     x = agreement[agreement.metric == metric].set_index("layer")
     y = agreement[agreement.metric == other].set_index("layer").loc[x.index]
     closer = int((x.log2_distance < y.log2_distance - 1e-9).sum())
     farther = int((x.log2_distance > y.log2_distance + 1e-9).sum())
-    dx, dy = float(x.log2_distance.mean()), float(y.log2_distance.mean())
-    lx, ly = _geomean(x.loss_ratio), _geomean(y.loss_ratio)
-    if abs(dx - dy) < 1e-9 and abs(lx - ly) < 1e-12:
-        answer = "no difference: the same picks"
-    elif dx <= dy and lx <= ly:
-        answer = "yes: closer to the task-loss optimum"
-    elif dx >= dy and lx >= ly:
-        answer = "no: farther from the task-loss optimum"
-    else:
-        answer = "mixed: closer by one measure, farther by the other"
+    test = stats.sign_test(closer, farther)
     return {"comparison": f"{metric} vs {other}", "closer": closer, "same": len(x) - closer - farther,
-            "farther": farther, "mean log2 distance": dx, "mean log2 distance (other)": dy,
-            "loss ratio": lx, "loss ratio (other)": ly, "picks closer?": answer}
+            "farther": farther, "p_value": test.p_value,
+            "verdict": verdict_label(stats.verdict(closer - farther, test.p_value, expect=1)),
+            "mean log2 distance": float(x.log2_distance.mean()), "mean log2 distance (other)": float(y.log2_distance.mean()),
+            "loss ratio": _geomean(x.loss_ratio), "loss ratio (other)": _geomean(y.loss_ratio)}
 
 
-def verdict(answers: Sequence[str]) -> str:
-    """One sentence from the ``picks closer?`` answers of :func:`compare_metrics` (one metric
-    against several others): it completes "the metric ..."."""
-    heads = [a.split(":")[0] for a in answers]
-    if all(h == "yes" for h in heads):
-        return "picks scales closer to the task-loss optimum than each of the others: the data supports the claim"
-    if all(h == "no" for h in heads):
-        return "picks scales farther from the task-loss optimum than each of the others: the data contradicts the claim"
-    return "is neither consistently closer nor consistently farther than the others: the data does not support the claim"
+def claim_line(row: Mapping[str, object]) -> str:
+    """One line for a row of :func:`compare_metrics`: the claim, the counts, the p-value, the verdict.
+
+    >>> claim_line({"comparison": "hessian vs mse", "closer": 5, "same": 9, "farther": 4, "p_value": 1.0,
+    ...             "verdict": "inconclusive (p ≥ 0.05)"})
+    'hessian picks closer than mse: closer in 5, farther in 4, same in 9 sweeps; sign test p = 1.00: inconclusive (p ≥ 0.05)'
+    """
+    metric, other = str(row["comparison"]).split(" vs ", 1)
+    return (f"{metric} picks closer than {other}: closer in {row['closer']}, farther in {row['farther']}, "
+            f"same in {row['same']} sweeps; sign test p = {_p(float(row['p_value']))}: {row['verdict']}")
+
+
+def _p(p: float) -> str:
+    return f"{p:.2f}" if p >= 0.01 else f"{p:.1e}"
+
+
+def same_pick_groups(sweep: ScaleSweep) -> list[list[str]]:
+    """Groups (of two or more) of ``sweep.metrics`` that pick the same candidate in every sweep
+    (every target and bit-width): interchangeable for the scale search on these layers, whatever
+    their curves do away from the minimum. In the order of ``sweep.metrics``."""
+    picks = {m: [] for m in sweep.metrics}
+    for _, g in sweep.table.groupby(["target", "bits"], sort=False):
+        g = g.sort_values("multiplier")
+        for m in sweep.metrics:
+            picks[m].append(float(g["multiplier"].iloc[int(np.argmin(g[m].to_numpy(float)))]))
+    groups: list[list[str]] = []
+    for m in sweep.metrics:
+        for group in groups:
+            if picks[group[0]] == picks[m]:
+                group.append(m)
+                break
+        else:
+            groups.append([m])
+    return [g for g in groups if len(g) > 1]
+
+
+def rescaled_curve(values: "pd.Series | np.ndarray") -> np.ndarray:
+    """A metric's (or the task loss's) values over the candidates, log-scaled and rescaled to
+    [0, 1], as :func:`ptqlib.lab.plots.plot_sweeps` draws them."""
+    y = np.log10(np.maximum(np.asarray(values, dtype=float), 1e-30))
+    lo, hi = np.nanmin(y), np.nanmax(y)
+    return (y - lo) / (hi - lo) if hi > lo else np.zeros_like(y)
+
+
+def curve_gap(sweep: ScaleSweep, metrics: Sequence[str]) -> float:
+    """The largest difference, over every sweep and candidate, between the rescaled curves
+    (:func:`rescaled_curve`) of ``metrics``: 0 = drawn on top of each other, 1 = as far apart as
+    the axis allows."""
+    gap = 0.0
+    for _, g in sweep.table.groupby(["target", "bits"], sort=False):
+        g = g.sort_values("multiplier")
+        curves = np.stack([rescaled_curve(g[m]) for m in metrics])
+        gap = max(gap, float((curves.max(0) - curves.min(0)).max()))
+    return gap

@@ -19,6 +19,19 @@ def test_every_exercise_has_a_solution_that_passes_its_check():
         assert ok and message.startswith("correct"), (exercise_id, message)
 
 
+def test_the_solutions_of_01_and_03_pass_their_checks(acts):
+    """Notebook 01's exercises are graded on the captured activations (here the lab fixtures')."""
+    answers = {"01-a": (solutions.heaviest_head(acts), {"acts": acts}),
+               "01-b": (solutions.twin_loses_blocks(acts, 4), {"acts": acts, "bits": 4}),
+               "01-c": (solutions.outlier_zero_share(acts, 1), {"acts": acts, "block": 1}),
+               "03-a": (solutions.twin_dead_zone(), {}), "03-b": (solutions.fine_step_vs_uniform(), {}),
+               "03-c": (solutions.largest_gelu_split(), {})}
+    assert {e for e in course.EXERCISES if e[:2] in ("01", "03")} == set(answers)
+    for exercise_id, (answer, context) in answers.items():
+        ok, message = course.grade(exercise_id, answer, **context)
+        assert ok and message.startswith("correct"), (exercise_id, message)
+
+
 def test_check_prints_correct_or_a_hint(capsys):
     course.check("00-c", 16)
     course.check("00-c", 4)
@@ -142,3 +155,237 @@ def test_mse_ratio(answer, ok, hint):
 
 def test_measured_rounding_ratio_is_near_the_theory():
     assert abs(solutions.rounding_mse_ratio() - (127 / 31) ** 2) < 0.5
+
+
+# ----------------------------------------------------------------------------- 01-a, 01-b, 01-c
+
+
+def test_heaviest_head_hints(acts):
+    best = solutions.heaviest_head(acts, 0)
+    other = (best + 1) % acts.num_heads
+    ok, message = course.grade("01-a", other, acts=acts)
+    assert not ok and f"head {other} of block 0" in message and "another head puts more" in message
+    for wrong in (None, 1.5, acts.num_heads, -1, "0"):
+        ok, message = course.grade("01-a", wrong, acts=acts)
+        assert not ok and "one head number" in message, (wrong, message)
+    assert "acts=acts" in course.grade("01-a", best)[1]
+
+
+def test_heaviest_head_is_the_head_with_most_mass_above_a_half():
+    """Two heads: one spreads its attention evenly, one gives each row almost all to one token."""
+    from ptqlib.lab.activations import Activations
+
+    rows, n = 50, 10
+    even = torch.full((rows, n), 1 / n)
+    peaked = torch.full((rows, n), 0.1 / (n - 1))
+    peaked[:, 0] = 0.9
+    acts = Activations({("post-softmax", 0): torch.stack([even.reshape(-1), peaked.reshape(-1)])}, [0],
+                       ["post-softmax"], 2, "toy", 1, rows)
+    assert solutions.heaviest_head(acts, 0) == 1
+    ok, message = course.grade("01-a", 1, acts=acts)
+    assert ok and "head 1 puts 90.0%" in message and "head 0 0.0%" in message
+
+
+def test_twin_loses_blocks_hints(acts):
+    lost = solutions.twin_loses_blocks(acts, 4)
+    ok, message = course.grade("01-b", set(lost), acts=acts, bits=4)
+    assert ok and "twin / uniform MSE" in message
+    wrong = set(acts.blocks) - set(lost) or {acts.blocks[0]}
+    ok, message = course.grade("01-b", wrong, acts=acts, bits=4)
+    assert not ok and "of your" in message and "fine step" in message
+    for fmt in (None, 3, "9, 10", [9.5]):
+        ok, message = course.grade("01-b", fmt, acts=acts)
+        assert not ok and "block numbers" in message, (fmt, message)
+    ok, message = course.grade("01-b", [99], acts=acts)
+    assert not ok and "do not exist" in message
+
+
+def test_outlier_zero_share_hints(acts):
+    truth = solutions.outlier_zero_share(acts, 1, 8)
+    assert 0 <= truth <= 100
+    assert course.grade("01-c", truth + 2.5, acts=acts, block=1)[0]
+    far = 0.0 if truth > 50 else 100.0
+    ok, message = course.grade("01-c", far, acts=acts, block=1)
+    assert not ok and ("higher" in message or "lower" in message) and "max|x| / 127" in message
+    for wrong in (None, -1, 101, float("nan"), "97"):
+        assert "percentage" in course.grade("01-c", wrong, acts=acts)[1]
+
+
+def test_outlier_zero_share_counts_values_below_half_a_step():
+    from ptqlib.lab.activations import Activations
+
+    x = torch.cat([torch.full((99,), 0.4), torch.tensor([127.0])])  # step 1: 0.4 rounds to 0, 127 does not
+    acts = Activations({("post-GELU", 0): x.view(1, -1)}, [0], ["post-GELU"], 1, "toy", 1, 1)
+    assert solutions.outlier_zero_share(acts, 0, 8) == pytest.approx(99.0)
+    ok, message = course.grade("01-c", 0.99, acts=acts)  # a fraction, not a percentage
+    assert not ok and "percent" in message
+    assert course.grade("01-c", 98, acts=acts)[0]  # block None: the block with the largest value
+
+
+# ----------------------------------------------------------------------------- 03-a, 03-b, 03-c
+
+
+def test_dead_zone_is_what_twin_softmax_sends_to_zero():
+    x = torch.linspace(0, 1, 2**12 + 1)
+    y = twin_softmax_fake(x, 4, 5)
+    above_fine = x > y[x < 2.0**-5].max()
+    dead = x[(y == 0) & above_fine]
+    assert (float(dead.min()), float(dead.max())) == solutions.twin_dead_zone(4, 5) == (1 / 32, 1 / 16)
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    ((1 / 32, 1 / 16), True, "correct"),
+    ([0.0625, 0.03125], True, "correct"),
+    ((0.0313, 0.0624), True, "correct"),
+    ((0, 1 / 32), False, "fine range"),
+    ((1 / 64, 1 / 16), False, "where does the fine range"),
+    ((1 / 32, 1 / 8), False, "round(x / Δ2)"),
+    (None, False, "two numbers"),
+    ((1, 2, 3), False, "two numbers"),
+    (("a", 1), False, "two numbers"),
+])
+def test_dead_zone_hints(answer, ok, hint):
+    got, message = course.grade("03-a", answer)
+    assert got is ok and hint in message, message
+
+
+def test_fine_step_ratio_matches_the_quantizers():
+    """The ratio of the steps ptqlib's quantizers use, at 4 bits (notebook 03's curves) and 6 bits."""
+    for bits, m in ((4, 2), (6, 3)):
+        uniform = 1 / (2**bits - 1)
+        fine = TwinSoftmaxQuantizer(bits).set(m=m).steps()["fine"]
+        assert solutions.fine_step_vs_uniform(bits, m) == pytest.approx(uniform / fine)
+    assert solutions.fine_step_vs_uniform(6, 3) == pytest.approx(256 / 63)
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    (4.06, True, "correct"),
+    (4, True, "correct"),
+    (256 / 63, True, "correct"),
+    (8, False, "Δ2 / Δ1"),
+    (63 / 256, False, "Δ1 / Δ"),
+    (2, False, "1 / (2^k − 1)"),
+    (None, False, "one positive number"),
+    (-4, False, "one positive number"),
+])
+def test_fine_step_ratio_hints(answer, ok, hint):
+    got, message = course.grade("03-b", answer)
+    assert got is ok and hint in message, message
+
+
+def test_largest_gelu_split_keeps_the_minimum_unclipped():
+    from ptqlib.core.quant import twin_gelu_fake
+
+    x = torch.tensor([-0.17])
+    m = solutions.largest_gelu_split(4, 0.5)
+    assert m == 4
+    assert float((twin_gelu_fake(x, 4, torch.tensor(0.5), m) - x).abs()) <= 0.5 / 2**m / 2  # rounded, not clipped
+    assert float((twin_gelu_fake(x, 4, torch.tensor(0.5), m + 1) - x).abs()) > 0.5 / 2 ** (m + 1) / 2  # clipped
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    (4, True, "correct"),
+    (4.0, True, "correct"),
+    (3, False, "a larger m"),
+    (5, False, "would be clipped"),
+    (None, False, "one whole number"),
+    (4.5, False, "one whole number"),
+])
+def test_largest_gelu_split_hints(answer, ok, hint):
+    got, message = course.grade("03-c", answer)
+    assert got is ok and hint in message, message
+
+
+# ----------------------------------------------------------------------------- notebook 02
+
+
+def _post_softmax_sweep(picks_by_bits):
+    """A hand-made sweep of one post-softmax target: each metric lowest at its given multiplier."""
+    import pandas as pd
+
+    from ptqlib.lab.sweeps import ScaleSweep
+
+    rows = []
+    for bits, picks in picks_by_bits.items():
+        for k in (0.1, 0.2, 0.4, 0.8):
+            rows.append({"target": "blocks.7.attn.matmul_av a", "site": "blocks.7.attn.matmul_av", "operand": "a",
+                         "bits": bits, "multiplier": k, **{m: abs(k - p) + 1 for m, p in picks.items()}})
+    return ScaleSweep(pd.DataFrame(rows), list(next(iter(picks_by_bits.values()))))
+
+
+def test_the_solutions_of_02_pass_their_checks():
+    sweep = _post_softmax_sweep({4: {"mse": 0.4, "l1": 0.2, "cosine_token": 0.1},
+                                 6: {"mse": 0.8, "l1": 0.4, "cosine_token": 0.4}})
+    answers = {"02-a": [(solutions.largest_scale_metric(), {}), (solutions.largest_scale_metric(sweep), {"sweep": sweep})],
+               "02-b": [(solutions.sign_test_by_hand(w, l), {"wins": w, "losses": l}) for w, l in ((5, 4), (8, 1), (0, 6), (3, 3), (0, 0))],
+               "02-c": [(solutions.constant_gradient_pick(), {})]}
+    assert {e for e in course.EXERCISES if e.startswith("02")} == set(answers)
+    for exercise_id, cases in answers.items():
+        for answer, context in cases:
+            ok, message = course.grade(exercise_id, answer, **context)
+            assert ok and message.startswith("correct"), (exercise_id, answer, message)
+
+
+def test_post_softmax_picks_come_from_the_sweep_or_synthetic_attention():
+    sweep = _post_softmax_sweep({4: {"mse": 0.2, "l1": 0.8, "cosine_token": 0.1}})
+    assert solutions.post_softmax_picks(sweep) == {4: {"mse": 0.2, "l1": 0.8, "cosine_token": 0.1}}
+    assert solutions.largest_scale_metric(sweep) == "l1"
+    ok, message = course.grade("02-a", "l1", sweep=sweep)
+    assert ok and "4-bit: mse 0.2, l1 0.8" in message
+    synthetic = solutions.post_softmax_picks()  # MSE pays most for clipping the few large probabilities
+    assert set(synthetic) == {4, 6}
+    assert all(p["mse"] > p["l1"] and p["mse"] > p["cosine_token"] for p in synthetic.values())
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    ("mse", True, "correct"),
+    ("MSE", True, "correct"),
+    ("l1", False, "square"),
+    ("cosine_token", False, "query row"),
+    ("cosine", False, "one metric name"),
+    (None, False, "one metric name"),
+])
+def test_largest_scale_hints(answer, ok, hint):
+    got, message = course.grade("02-a", answer)
+    assert got is ok and hint in message, message
+
+
+def test_sign_test_by_hand_is_the_exact_binomial_test():
+    from ptqlib.core.stats import sign_test
+
+    for wins in range(0, 13):
+        for losses in range(0, 13):
+            assert solutions.sign_test_by_hand(wins, losses) == pytest.approx(sign_test(wins, losses).p_value, abs=1e-12)
+
+
+@pytest.mark.parametrize("answer, context, ok, hint", [
+    (1.0, {"wins": 5, "losses": 4}, True, "needs a split of 8–1"),
+    (0.039, {"wins": 8, "losses": 1}, True, "correct"),
+    (0.0195, {"wins": 8, "losses": 1}, False, "one tail"),
+    (0.5, {"wins": 5, "losses": 4}, False, "one tail"),
+    (126 / 512, {"wins": 5, "losses": 4}, False, "exactly this split"),
+    (0.0309, {"wins": 0, "losses": 6, "ties": 12}, True, "correct"),
+    (1.45e-4, {"wins": 1, "losses": 8, "ties": 9}, False, "ties"),
+    (0.3, {"wins": 5, "losses": 4}, False, "fair coin"),
+    (1.5, {"wins": 5, "losses": 4}, False, "between 0 and 1"),
+    ("1", {"wins": 5, "losses": 4}, False, "one number"),
+    (1.0, {}, False, "pass the counts"),
+])
+def test_sign_test_hints(answer, context, ok, hint):
+    got, message = course.grade("02-b", answer, **context)
+    assert got is ok and hint in message, message
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    ((0.25, True), True, "correct"),
+    ([0.25, True], True, "correct"),
+    ((0.5, True), False, "square"),
+    ((4, True), False, "mse / hessian"),
+    ((1, True), False, "each term"),
+    ((0.25, False), False, "same positive factor"),
+    ((0.25, "yes"), False, "True or False"),
+    (0.25, False, "two values"),
+])
+def test_constant_gradient_hints(answer, ok, hint):
+    got, message = course.grade("02-c", answer)
+    assert got is ok and hint in message, message

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -72,9 +73,19 @@ def test_sweep_agreement_and_accuracy_plots(model, images, tmp_path):
     sweep = sweeps.sweep_scales(model, images, [sweeps.SweepTarget("blocks.0.mlp.fc1", "weight")], bits=[4],
                            multipliers=torch.tensor([0.2, 0.6, 1.0]), max_tokens=16, batch=2, progress=False,
                            grad_losses={"hessian": "pseudo_label_ce", "hessian (official KL)": "official_kl"})
-    for name, fig in {"sweep": plots.plot_sweeps(sweep, 4), "grads": plots.plot_grad_magnitudes(sweep.grads),
-                      "agree": plots.plot_agreement(sweeps.metric_agreement(sweep))}.items():
+    agree = sweeps.metric_agreement(sweep)
+    figs = {"sweep": plots.plot_sweeps(sweep, 4, same=[["mse", "cosine"]]), "grads": plots.plot_grad_magnitudes(sweep.grads),
+            "agree": plots.plot_agreement(agree, step=math.log2(3)), "agree_abs": plots.plot_agreement(agree, value="log2_distance")}
+    for name, fig in figs.items():
         assert _png_size(fig, tmp_path, name) < 300_000
+    # the sweep figure: one curve per metric and the task loss, a pick row per metric, the legend outside
+    ax = figs["sweep"].axes[0]
+    assert len(ax.lines) == 2 * len(sweep.metrics) + 2
+    assert len({line.get_color() for line in ax.lines[:2 * len(sweep.metrics):2]}) == len(sweep.metrics)
+    assert "mse = cosine" in figs["sweep"].legends[0].get_title().get_text()
+    # the heat map's labels are readable (at least 9 pt) and it has a title
+    heat = figs["agree"].axes[0]
+    assert min(t.get_fontsize() for t in heat.get_yticklabels() + heat.texts) >= 9 and heat.get_title()
     table = pd.DataFrame({"bits": ["W8A8", "W8A8", "W6A6"], "method": ["A", "B", "A"], "top1": [80.0, 81.0, 70.0]})
     fig = plots.plot_accuracy(table, fp_top1=82.0, reference={"W8A8|A": 79.0})
     assert len(fig.axes[0].patches) == 3

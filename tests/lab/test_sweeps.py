@@ -73,22 +73,53 @@ def test_sweep_rejects_unknown_sites(model, images):
         sweeps.sweep_scales(model, images, [sweeps.SweepTarget("blocks.99.mlp.fc2", "input")], progress=False)
 
 
-def test_compare_metrics_and_verdict():
+def test_compare_metrics_tests_the_claim_with_the_sign_test():
     import pandas as pd
 
+    from ptqlib.core.stats import sign_test
+
     rows = []
-    for layer, (d_h, d_m) in {"a @4b": (0.0, 1.0), "b @4b": (0.5, 0.5), "c @4b": (0.2, 0.4)}.items():
-        rows.append({"layer": layer, "metric": "hessian", "log2_distance": d_h, "loss_ratio": 1 + d_h})
-        rows.append({"layer": layer, "metric": "mse", "log2_distance": d_m, "loss_ratio": 1 + d_m})
+    # hessian closer in 8 sweeps, farther in 1, as close in 2 (the same pick, or as far on the other side)
+    dists = [(0.0, 1.0)] * 8 + [(0.5, 0.0), (0.5, 0.5), (0.25, 0.25)]
+    for i, (d_h, d_m) in enumerate(dists):
+        rows.append({"layer": f"l{i} @4b", "metric": "hessian", "log2_distance": d_h, "loss_ratio": 1 + d_h})
+        rows.append({"layer": f"l{i} @4b", "metric": "mse", "log2_distance": d_m, "loss_ratio": 1 + d_m})
     agree = pd.DataFrame(rows)
     c = sweeps.compare_metrics(agree, "hessian", "mse")
-    assert (c["closer"], c["same"], c["farther"]) == (2, 1, 0)
-    assert c["picks closer?"].startswith("yes")
-    assert sweeps.compare_metrics(agree, "mse", "hessian")["picks closer?"].startswith("no")
-    assert sweeps.compare_metrics(agree, "mse", "mse")["picks closer?"].startswith("no difference")
-    assert "supports" in sweeps.verdict(["yes: ...", "yes: ..."])
-    assert "contradicts" in sweeps.verdict(["no: ...", "no: ..."])
-    assert "does not support" in sweeps.verdict(["yes: ...", "mixed: ..."])
+    assert (c["closer"], c["same"], c["farther"]) == (8, 2, 1)
+    assert c["p_value"] == pytest.approx(sign_test(8, 1).p_value) == pytest.approx(2 * (1 + 9) / 2**9)
+    assert c["verdict"] == "holds"
+    assert sweeps.compare_metrics(agree, "mse", "hessian")["verdict"] == "fails"
+    assert sweeps.compare_metrics(agree, "mse", "mse")["verdict"] == "inconclusive (p ≥ 0.05)"
+    few = agree[agree.layer.isin(["l0 @4b", "l1 @4b", "l8 @4b"])]
+    c = sweeps.compare_metrics(few, "hessian", "mse")  # 2 closer, 1 farther: p = 1
+    assert (c["closer"], c["farther"], c["p_value"], c["verdict"]) == (2, 1, 1.0, "inconclusive (p ≥ 0.05)")
+    assert sweeps.claim_line(c) == ("hessian picks closer than mse: closer in 2, farther in 1, same in 0 sweeps; "
+                                    "sign test p = 1.00: inconclusive (p ≥ 0.05)")
+    assert c["mean log2 distance"] == pytest.approx(0.5 / 3) and c["loss ratio (other)"] == pytest.approx(2 ** (2 / 3))
     summary = sweeps.agreement_summary(agree.assign(spearman=0.5))
-    assert summary.loc["hessian", "optimum_hits"] == 1 and summary.loc["mse", "cases"] == 3
+    assert summary.loc["hessian", "optimum_hits"] == 8 and summary.loc["mse", "cases"] == 11
 
+
+def test_same_pick_groups_and_signed_offsets():
+    import pandas as pd
+
+    # two targets; a and b pick alike in both, c only in the first; the task loss is lowest at 0.5
+    table = pd.DataFrame({"target": ["t"] * 3 + ["u"] * 3, "bits": [4] * 6, "multiplier": [0.25, 0.5, 1.0] * 2,
+                          "task_kl": [0.3, 0.1, 0.2] * 2, "a": [3, 2, 1, 1, 2, 3], "b": [30, 20, 10, 1, 5, 9],
+                          "c": [3, 2, 1, 3, 2, 1]})
+    sweep = sweeps.ScaleSweep(table=table, metrics=["a", "b", "c"])
+    assert sweeps.same_pick_groups(sweep) == [["a", "b"]]
+    agree = sweeps.metric_agreement(sweep).set_index(["layer", "metric"])
+    assert agree.loc[("t @4b", "a"), "log2_offset"] == pytest.approx(1.0)  # picks 1.0: one octave too large
+    assert agree.loc[("u @4b", "a"), "log2_offset"] == pytest.approx(-1.0)
+    assert (agree["log2_distance"] == agree["log2_offset"].abs()).all()
+
+
+def test_sweep_takes_any_metric_by_name(model, images):
+    """The official per-token cosine is one more column, no code of its own."""
+    sweep = sweeps.sweep_scales(model, images, [sweeps.SweepTarget("blocks.1.attn.qkv", "weight")], bits=[4],
+                                multipliers=torch.tensor([0.3, 1.0]), metrics=("cosine", "cosine_token"),
+                                max_tokens=16, batch=2, progress=False)
+    assert sweep.metrics == ["cosine", "cosine_token"]
+    assert (sweep.table["cosine_token"] >= 0).all() and not sweep.table["cosine_token"].equals(sweep.table["cosine"])
