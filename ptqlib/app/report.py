@@ -331,6 +331,7 @@ def experiments_markdown(tables: Any) -> str:
     add("... each row against the base", ablation_pairs)
     add("Calibration-set size", ex.calib_size_table(tables), "(PTQ4ViT W6A6, draw 0):")
     add("A fair base PTQ", ex.baseline_table(tables), "(BasePTQ W6A6 with each of the official code's choices):")
+    add("The same command on other machines", ex.machines_table(tables), "(top-1; `results/reference/machines.csv`):")
     add("One machine's rounding", ex.stability_table(tables),
         "(W6A6, calibration images perturbed in the last bit; tie rule):")
     return "\n".join(parts)

@@ -10,7 +10,8 @@ live in ``results/reference/`` (committed, each record with every image's predic
 ``sweeps/vit_tiny_paper.jsonl``                 metric comparison and ablation, W8A8 and W6A6
 ``sweeps/vit_tiny_calib_size.jsonl``            8 / 16 / 32 / 64 / 128 calibration images, W6A6
 ``sweeps/vit_tiny_baseline.jsonl``              BasePTQ against the official base PTQ, one change at a time
-``sweeps/vit_tiny_stability.jsonl``             last-bit jitter of the calibration images; tie rule, float64
+``sweeps/vit_tiny_stability.jsonl``             last-bit jitter of the calibration images; tie rule
+``machines.csv``                                the same command's top-1 on other machines (no images)
 ==============================================  ================================================
 
 Every top-1 comes with its 95 % bootstrap interval over the images; every comparison of two
@@ -35,7 +36,7 @@ from .models import PAPER_MODELS
 __all__ = ["REFERENCE", "Tables", "load_tables", "correct", "accuracy_row", "pair_row", "main_table",
            "draws_table", "metric_table", "ablation_table", "calib_size_table", "baseline_table",
            "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
-           "TIMM_FULL_VAL_TOP1", "paper_drops"]
+           "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table"]
 
 #: The committed reference folder, relative to the repository root.
 REFERENCE = Path("results/reference")
@@ -72,6 +73,7 @@ class Tables:
     main: list[dict[str, Any]]
     official: pd.DataFrame
     sweeps: dict[str, list[dict[str, Any]]]
+    machines: pd.DataFrame
 
     def sweep(self, name: str) -> list[dict[str, Any]]:
         return self.sweeps.get(name, [])
@@ -112,7 +114,27 @@ def load_tables(folder: str | Path = REFERENCE, model: str = "vit_tiny_patch16_2
     official = pd.read_csv(official_path) if official_path.is_file() else pd.DataFrame(
         columns=["model", "method", "w_bits", "a_bits", "top1", "calib_seconds", "source"])
     sweeps = {p.stem: read_records(p)[0].records for p in sorted((folder / "sweeps").glob("*.jsonl"))}
-    return Tables(folder, main, official, sweeps)
+    machines_path = folder / "machines.csv"
+    machines = pd.read_csv(machines_path) if machines_path.is_file() else pd.DataFrame(
+        columns=["machine", "cpu", "method", "w_bits", "a_bits", "top1", "source"])
+    return Tables(folder, main, official, sweeps, machines)
+
+
+def machines_table(t: Tables) -> pd.DataFrame:
+    """The same configuration's top-1 on each machine: the main job's records (this machine) and
+    ``machines.csv`` (other machines); one row per method and bits, one column per machine, and
+    the spread (max − min)."""
+    here = pd.DataFrame([{"machine": "this machine", "cpu": "main table", "method": r["method"],
+                          "w_bits": r["w_bits"], "a_bits": r["a_bits"], "top1": float(r["top1"])} for r in t.main])
+    if not len(t.machines):
+        return pd.DataFrame()
+    m = pd.concat([here, t.machines], ignore_index=True)
+    m = m.assign(config=[f"{_NAMES.get(a, a)} W{w}A{b}" for a, w, b in zip(m.method, m.w_bits, m.a_bits)],
+                 where=[f"{n} ({c})" for n, c in zip(m.machine, m.cpu)])
+    wide = m.pivot_table(index="config", columns="where", values="top1", sort=False)
+    wide["spread"] = (wide.max(axis=1) - wide.min(axis=1)).round(2)
+    wide.columns.name = None
+    return wide.reset_index()
 
 
 def accuracy_row(record: Mapping[str, Any], fp: Mapping[str, Any] | None = None, **label: Any) -> dict[str, Any]:

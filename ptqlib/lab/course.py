@@ -59,6 +59,9 @@ EXERCISES = {
     "02-a": "which of mse, l1, cosine_token picks the largest scale on post-softmax values",
     "02-b": "the sign test's p-value for given wins and losses, by hand",
     "02-c": "hessian / mse when ∂L/∂O = 0.5 everywhere, and whether both pick the same scale",
+    "04-a": "the exact McNemar p-value when 37 images favour A and 26 favour B",
+    "04-b": "how many calibration draws bring the standard error of a mean top-1 to 0.5 points (given the draws' std)",
+    "04-c": "the width of one top-1's interval over the width of the paired drop interval (PTQ4ViT W8A8)",
 }
 
 
@@ -420,6 +423,53 @@ def _grade_constant_gradient(answer: Any, c: float = 0.5) -> tuple[bool, str]:
                   "pick, never its overall size (the official KL weights are about 1e-10)")
 
 
+def _grade_mcnemar(answer: Any) -> tuple[bool, str]:
+    from ..core.stats import sign_test
+
+    if answer is None:
+        return False, "compute the p-value first (replace None): the exact binomial test of 37 against 26 at 1/2"
+    if not isinstance(answer, Real):
+        return False, "answer with the p-value, a number between 0 and 1"
+    expected = sign_test(37, 26).p_value
+    if abs(float(answer) - expected) <= 0.005:
+        return True, f"correct: p = {expected:.3f} >= 0.05, so 'inconclusive' — 0.85 points on 1300 images is within the noise"
+    if abs(float(answer) - expected / 2) <= 0.005:
+        return False, "that is the one-sided p-value; the test is two-sided (double it)"
+    return False, "use only the 37 + 26 discordant images: under 'no difference' the 37 ~ Binomial(63, 1/2)"
+
+
+def _grade_draws(answer: Any, std: float | None = None) -> tuple[bool, str]:
+    if std is None:
+        return False, "pass the std you read: check('04-b', n, std=...)"
+    if answer is None or not isinstance(answer, Real):
+        return False, "answer with a number of draws (replace None)"
+    need = math.ceil((float(std) / 0.5) ** 2)
+    if abs(float(answer) - need) <= 1:
+        return True, f"correct: std/sqrt(n) <= 0.5 needs n >= (std/0.5)^2 = {need}"
+    if abs(float(answer) - float(std) / 0.5) <= 1:
+        return False, "the standard error shrinks with the square root of n: square the ratio"
+    return False, "the standard error of a mean of n draws is std / sqrt(n); solve std / sqrt(n) <= 0.5"
+
+
+def _grade_paired_ratio(answer: Any, tables: Any = None) -> tuple[bool, str]:
+    from ..io import experiments
+
+    if tables is None:
+        return False, "pass the tables: check('04-c', ratio, tables=t)"
+    if answer is None or not isinstance(answer, Real):
+        return False, "answer with the ratio of the two widths, a number (replace None)"
+    row = experiments.main_table(tables).query("method == 'PTQ4ViT' and bits == 'W8A8'").iloc[0]
+    lo, hi = (float(v) for v in row["95% CI"].split("–"))
+    dlo, dhi = (float(v) for v in row["drop 95% CI"].split("–"))
+    expected = (hi - lo) / (dhi - dlo)
+    if abs(float(answer) - expected) <= 0.1 * expected:
+        return True, (f"correct: {expected:.1f}x — both models get most images right or wrong together, and only "
+                      "the images they disagree on vary the paired difference")
+    if abs(float(answer) - 1 / expected) <= 0.1 / expected:
+        return False, "upside down: the width of the top-1 interval over the width of the drop interval"
+    return False, "widths are high minus low of the '95% CI' and 'drop 95% CI' columns of the PTQ4ViT W8A8 row"
+
+
 _GRADERS: dict[str, Callable[..., tuple[bool, str]]] = {
     "00-a": _grade_asymmetric,
     "00-b": _grade_twin_levels,
@@ -433,6 +483,9 @@ _GRADERS: dict[str, Callable[..., tuple[bool, str]]] = {
     "02-a": _grade_largest_scale,
     "02-b": _grade_sign_test,
     "02-c": _grade_constant_gradient,
+    "04-a": _grade_mcnemar,
+    "04-b": _grade_draws,
+    "04-c": _grade_paired_ratio,
 }
 
 

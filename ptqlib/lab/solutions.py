@@ -269,6 +269,40 @@ def constant_gradient_pick(c: float = 0.5, seed: int = 0) -> tuple[float, bool]:
 
 
 #: The solution of every exercise, by id (``<notebook>-<letter>``).
+def mcnemar_by_hand(only_a: int = 37, only_b: int = 26) -> float:
+    """04-a: the exact McNemar test is a sign test on the discordant images only.
+
+    Images both configurations get right (or wrong) say nothing about which is better. Of the
+    ``only_a + only_b`` = 63 images they disagree on, under "no difference" each favours A with
+    probability 1/2, so the count favouring A is Binomial(63, 1/2); the two-sided p-value is twice
+    the smaller tail: 0.207 here, so a 0.85-point lead on 1300 images is inconclusive.
+    """
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def draws_for_standard_error(std: float, target: float = 0.5) -> int:
+    """04-b: the mean of n independent draws has standard error std / sqrt(n); it is at most
+    ``target`` when n >= (std / target)²."""
+    return math.ceil((std / target) ** 2)
+
+
+def paired_interval_ratio(tables) -> float:
+    """04-c: width of PTQ4ViT W8A8's top-1 interval over the width of its paired drop interval.
+
+    One top-1's interval reflects which images happen to be in the set (an easy set raises every
+    method); the drop compares the float and the quantized model on the *same* images, so only
+    the images they disagree on vary it, and those are few.
+    """
+    from ptqlib.io import experiments
+
+    row = experiments.main_table(tables).query("method == 'PTQ4ViT' and bits == 'W8A8'").iloc[0]
+    lo, hi = (float(v) for v in row["95% CI"].split("–"))
+    dlo, dhi = (float(v) for v in row["drop 95% CI"].split("–"))
+    return (hi - lo) / (dhi - dlo)
+
+
 SOLUTIONS: dict[str, Callable] = {
     "00-a": asymmetric_fake,
     "00-b": twin_levels_and_split,
@@ -282,6 +316,9 @@ SOLUTIONS: dict[str, Callable] = {
     "02-a": largest_scale_metric,
     "02-b": sign_test_by_hand,
     "02-c": constant_gradient_pick,
+    "04-a": mcnemar_by_hand,
+    "04-b": draws_for_standard_error,
+    "04-c": paired_interval_ratio,
 }
 
 

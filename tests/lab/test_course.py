@@ -2,12 +2,16 @@
 every solution passes its own check, typical wrong answers get the hint that fits them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from ptqlib.core.quant import TwinSoftmaxQuantizer, minmax_step, twin_softmax_fake, uniform_fake
 from ptqlib.errors import PtqlibError
 from ptqlib.lab import course, solutions
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_exercise_has_a_solution_that_passes_its_check():
@@ -389,3 +393,24 @@ def test_sign_test_hints(answer, context, ok, hint):
 def test_constant_gradient_hints(answer, ok, hint):
     got, message = course.grade("02-c", answer)
     assert got is ok and hint in message, message
+
+
+def test_notebook_04_solutions_pass_their_checks_and_hints_name_the_mistake():
+    from ptqlib.core.stats import sign_test
+    from ptqlib.io import experiments
+
+    assert solutions.mcnemar_by_hand() == pytest.approx(sign_test(37, 26).p_value)
+    assert course.grade("04-a", solutions.mcnemar_by_hand())[0]
+    ok, message = course.grade("04-a", sign_test(37, 26).p_value / 2)
+    assert not ok and "two-sided" in message
+    assert not course.grade("04-a", None)[0]
+    assert solutions.draws_for_standard_error(2.95) == 35  # (2.95 / 0.5)² = 34.8
+    assert course.grade("04-b", 35, std=2.95)[0]
+    ok, message = course.grade("04-b", 6, std=2.95)
+    assert not ok and "square" in message
+    tables = experiments.load_tables(ROOT / "results" / "reference")
+    ratio = solutions.paired_interval_ratio(tables)
+    assert ratio > 1  # the paired interval is the narrower one
+    assert course.grade("04-c", ratio, tables=tables)[0]
+    ok, message = course.grade("04-c", 1 / ratio, tables=tables)
+    assert not ok and "upside down" in message
