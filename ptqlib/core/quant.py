@@ -1,4 +1,4 @@
-"""Uniform and twin-uniform quantizers: pure functions, then tiny modules that hold their scales.
+"""Uniform, twin-uniform and logarithmic quantizers: pure functions, then tiny modules that hold their scales.
 
 Every quantizer here has three faces that agree exactly:
 
@@ -36,6 +36,27 @@ negatives Δn = Δp / 2^m (GELU's negative part lies in [-0.17, 0], so m > 0 usu
 
 The official PTQ4ViT code deviates in two places (its softmax quantizer adds the high and low
 parts, and its GELU quantizer lets the two steps have any ratio); ours are correct by construction.
+
+Logarithmic quantizers (RepQ-ViT, AdaLog) for power-law values: k-bit codes ``c`` in
+``[0, 2^k - 1]`` on a geometric grid of ``q`` codes per octave (base ``b = 2^(1/q)``), the largest
+code meaning 0::
+
+    c = clamp(round(-q · log2(x / s)), 0, 2^k - 1)        x̂ = s · 2^(-c/q)   (c < 2^k - 1),  0 (c = 2^k - 1)
+
+``q = 1`` is log2 (``x̂ = s · 2^-c``, a shift), ``q = 2`` is log√2, AdaLog searches ``q``. An integer
+kernel splits the exponent into a shift and a q-entry table: with ``a = 4q`` (q is a multiple of
+1/4), ``j = ⌊4c / a⌋`` and ``i = 4c mod a``, ``x̂ = s · 2^-j · T_a[i]``, ``T_a[i] = 2^(-i/a)`` in
+float32. For log√2 that is ``x̂ = s · 2^-⌊c/2⌋ · (1/√2 if c is odd else 1)``: even and odd codes
+are two log2 grids, one scaled by 1/√2 (RepQ-ViT's reparameterisation of log√2 to log2).
+Every face computes the values this way, so they agree bit for bit.
+
+Worked example, log2, k = 3 (codes 0..7, 7 means 0), s = 1: 0.3 -> -log2(0.3) = 1.74 -> code 2,
+value 1/4; 0.012 -> 6.38 -> code 6, value 1/64 (the smallest level); 0.005 -> 7.64 -> code 7, value 0.
+
+Post-GELU values are signed: their log kinds (``signed=True``) shift them by GELU's minimum
+``|min GELU| = 0.16997...`` before quantizing and back after, ``x̂ = s · 2^(-c/q) - 0.16997``,
+so all k bits form one grid over ``[-0.17, s - 0.17]``. This is AdaLog's bias reparameterisation:
+an integer kernel quantizes ``x + 0.17`` and folds ``-W · 0.17`` into the next layer's bias.
 """
 from __future__ import annotations
 
@@ -59,10 +80,25 @@ __all__ = [
     "twin_gelu_dequantize",
     "twin_gelu_fake",
     "minmax_step",
+    "GELU_SHIFT",
+    "ADALOG_Q",
+    "log2_codes",
+    "log2_dequantize",
+    "log2_fake",
+    "log_sqrt2_codes",
+    "log_sqrt2_dequantize",
+    "log_sqrt2_fake",
+    "adalog_codes",
+    "adalog_dequantize",
+    "adalog_fake",
     "Quantizer",
     "UniformQuantizer",
     "TwinSoftmaxQuantizer",
     "TwinGeluQuantizer",
+    "LogQuantizer",
+    "Log2Quantizer",
+    "LogSqrt2Quantizer",
+    "AdaLogQuantizer",
     "QUANTIZER_KINDS",
     "quantizer_for_layout",
 ]
@@ -261,6 +297,164 @@ def twin_gelu_fake(x: Tensor, bits: int, scale_pos: Tensor, m: Tensor | int) -> 
     m_t = torch.as_tensor(m, dtype=x.dtype, device=x.device)
     step = torch.where(x >= 0, scale_pos, scale_pos * torch.exp2(-m_t))
     return _times(_clamp_round(x / step, -(n - 1), n - 1), step)
+
+
+# ----------------------------------------------------------------------------- logarithmic
+
+#: GELU's smallest value, ``min x·Φ(x)`` (at x ≈ -0.7518): signed log kinds shift by its magnitude.
+GELU_SHIFT = 0.16997124254703522
+#: The codes per octave ``q`` AdaLog searches (base ``b = 2^(1/q)``): from base 4 (``q = 1/2``) to
+#: ``2^(1/8)``, finer around log2 and log√2. Each is a multiple of 1/4, so ``a = 4q`` is an integer.
+ADALOG_Q = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0)
+_QUARTERS = 64  # q may be any multiple of 1/4 up to 16: a = 4q in 1..64
+#: ``_EXP2_TABLE[a, i] = 2^(-i/a)`` in float32 for ``i < a`` (the tables ``T_a`` an integer kernel keeps).
+_EXP2_TABLE = torch.tensor([[2.0 ** (-i / a) if a and i < a else 0.0 for i in range(_QUARTERS)]
+                            for a in range(_QUARTERS + 1)], dtype=torch.float64).float()
+#: ``2^(-1/2)`` in float32: the odd codes' factor of log√2 (equal to ``_EXP2_TABLE[8, 4]``).
+_INV_SQRT2 = float(_EXP2_TABLE[8, 4])
+
+
+def _quarters(q: Tensor | float, device: torch.device) -> Tensor:
+    """``a = 4q`` as an integer tensor; ValueError unless q is a multiple of 1/4 from 1/4 to 16."""
+    four_q = torch.as_tensor(q, dtype=torch.float64, device=device) * 4
+    a = torch.round(four_q)
+    if not bool(torch.all((a == four_q) & (a >= 1) & (a <= _QUARTERS))):
+        raise ValueError(f"q (codes per octave) must be a multiple of 1/4 from 1/4 to 16, got {q!r}")
+    return a.to(torch.int64)
+
+
+def _log_levels(x: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, shift: float) -> Tensor:
+    """``round(clamp(-q · log2((x + shift) / scale), 0, 2^k - 1))`` as floats, without a gradient;
+    values at or below ``-shift`` (and 0 when unshifted) get the largest code."""
+    with torch.no_grad():
+        t = (x + shift if shift else x) / scale
+        e = torch.log2(t.clamp_(min=0)).mul_(-1)  # +inf for t = 0
+        e = e * q if isinstance(q, Tensor) else e.mul_(q)
+        return e.clamp_(0, 2**bits - 1).round_()
+
+
+def _log_values(codes: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, shift: float) -> Tensor:
+    """The integer form: ``s · 2^-⌊4c/a⌋ · T_a[4c mod a] - shift`` (``a = 4q``), the top code 0 - shift."""
+    c = codes.to(torch.int64)
+    a = _quarters(q, c.device)
+    e = 4 * c
+    j = torch.div(e, a, rounding_mode="floor")
+    frac = _EXP2_TABLE.to(c.device)[a, e - j * a]
+    v = torch.exp2(-j.to(torch.float32)).mul_(frac)  # exact: 2^-j is exact in float32 (to 2^-149)
+    v = v.masked_fill_(c == 2**bits - 1, 0.0) * scale
+    return v - shift if shift else v
+
+
+def _log_fake(x: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, shift: float) -> Tensor:
+    """``_log_values(_log_levels(x))`` in x's dtype, with a straight-through gradient."""
+    v = _log_values(_log_levels(x, bits, scale, q, shift), bits, scale, q, shift).to(x.dtype)
+    return v + (x - x.detach()) if x.requires_grad else v
+
+
+def log2_codes(x: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Codes of the log2 quantizer: ``clamp(round(-log2((x + shift) / s)), 0, 2^k - 1)``.
+
+    k = 3, s = 1: -log2(1) = 0 -> 0; -log2(0.3) = 1.74 -> 2; -log2(0.05) = 4.32 -> 4;
+    -log2(0.012) = 6.38 -> 6; -log2(0.005) = 7.64 -> 7 (clamped) and 0 -> inf -> 7.
+
+    >>> log2_codes(torch.tensor([1.0, 0.3, 0.05, 0.012, 0.005, 0.0]), 3)
+    tensor([0, 2, 4, 6, 7, 7], dtype=torch.int32)
+    """
+    return _log_levels(x, bits, scale, 1.0, shift).to(torch.int32)
+
+
+def log2_dequantize(codes: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Real values of log2 codes: ``s · 2^-c`` (a shift), the top code ``2^k - 1`` meaning 0; minus ``shift``.
+
+    >>> log2_dequantize(torch.tensor([0, 2, 4, 6, 7], dtype=torch.int32), 3)
+    tensor([1.0000, 0.2500, 0.0625, 0.0156, 0.0000])
+    """
+    c = codes.to(torch.int64)
+    v = torch.exp2(-c.to(torch.float32)).masked_fill_(c == 2**bits - 1, 0.0) * scale
+    return v - shift if shift else v
+
+
+def log2_fake(x: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Fake-quantize on the log2 grid; equals ``log2_dequantize(log2_codes(x))``.
+
+    >>> log2_fake(torch.tensor([1.0, 0.3, 0.05, 0.012, 0.005]), 3)
+    tensor([1.0000, 0.2500, 0.0625, 0.0156, 0.0000])
+    """
+    return _log_fake(x, bits, scale, 1.0, shift)
+
+
+def log_sqrt2_codes(x: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Codes of the log√2 quantizer: ``clamp(round(-2 · log2((x + shift) / s)), 0, 2^k - 1)``.
+
+    k = 3, s = 1: -2·log2(0.6) = 1.47 -> 1; -2·log2(0.3) = 3.47 -> 3; -2·log2(0.13) = 5.89 -> 6;
+    -2·log2(0.02) = 11.3 -> 7 (clamped).
+
+    >>> log_sqrt2_codes(torch.tensor([1.0, 0.6, 0.3, 0.13, 0.02]), 3)
+    tensor([0, 1, 3, 6, 7], dtype=torch.int32)
+    """
+    return _log_levels(x, bits, scale, 2.0, shift).to(torch.int32)
+
+
+def log_sqrt2_dequantize(codes: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Real values of log√2 codes as an integer kernel computes them: ``j = c >> 1`` is a shift,
+    the odd bit ``c & 1`` a factor 1/√2: ``s · 2^-j · (1/√2 if odd else 1)``; top code 0; minus ``shift``.
+
+    Codes 0, 1, 3, 6: 2^0 = 1; 2^0/√2 = 0.7071; 2^-1/√2 = 0.3536; 2^-3 = 0.125; code 7: 0.
+
+    >>> log_sqrt2_dequantize(torch.tensor([0, 1, 3, 6, 7], dtype=torch.int32), 3)
+    tensor([1.0000, 0.7071, 0.3536, 0.1250, 0.0000])
+    """
+    c = codes.to(torch.int64)
+    odd = torch.full(c.shape, _INV_SQRT2, dtype=torch.float32, device=c.device)
+    v = torch.exp2(-(c >> 1).to(torch.float32)).mul_(odd.masked_fill_((c & 1) == 0, 1.0))
+    v = v.masked_fill_(c == 2**bits - 1, 0.0) * scale
+    return v - shift if shift else v
+
+
+def log_sqrt2_fake(x: Tensor, bits: int, scale: Tensor | float = 1.0, *, shift: float = 0.0) -> Tensor:
+    """Fake-quantize on the log√2 grid; equals ``log_sqrt2_dequantize(log_sqrt2_codes(x))``.
+
+    >>> log_sqrt2_fake(torch.tensor([1.0, 0.6, 0.3, 0.13, 0.02]), 3)
+    tensor([1.0000, 0.7071, 0.3536, 0.1250, 0.0000])
+    """
+    return _log_fake(x, bits, scale, 2.0, shift)
+
+
+def adalog_codes(x: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, *, shift: float = 0.0) -> Tensor:
+    """Codes of AdaLog with base ``b = 2^(1/q)``: ``clamp(round(-q · log2((x + shift) / s)), 0, 2^k - 1)``.
+
+    k = 3, s = 1, q = 1.5: -1.5·log2(0.7) = 0.77 -> 1; -1.5·log2(0.3) = 2.61 -> 3;
+    -1.5·log2(0.1) = 4.98 -> 5; -1.5·log2(0.03) = 7.59 -> 7 (clamped).
+
+    >>> adalog_codes(torch.tensor([0.7, 0.3, 0.1, 0.03]), 3, 1.0, 1.5)
+    tensor([1, 3, 5, 7], dtype=torch.int32)
+    """
+    return _log_levels(x, bits, scale, q, shift).to(torch.int32)
+
+
+def adalog_dequantize(codes: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, *,
+                      shift: float = 0.0) -> Tensor:
+    """Real values of AdaLog codes as an integer kernel computes them: with ``a = 4q``,
+    ``s · 2^-⌊4c/a⌋ · T_a[4c mod a]``, ``T_a[i] = 2^(-i/a)`` (a table of ``a`` entries); top code 0;
+    minus ``shift``.
+
+    q = 1.5, a = 6: code 1 -> 4 = 0·6 + 4 -> T_6[4] = 2^(-2/3) = 0.6300; code 3 -> 12 = 2·6 + 0 ->
+    2^-2 = 0.25; code 5 -> 20 = 3·6 + 2 -> 2^-3 · 2^(-1/3) = 0.0992; code 7 (top) -> 0.
+
+    >>> adalog_dequantize(torch.tensor([1, 3, 5, 7], dtype=torch.int32), 3, 1.0, 1.5)
+    tensor([0.6300, 0.2500, 0.0992, 0.0000])
+    """
+    return _log_values(codes, bits, scale, q, shift)
+
+
+def adalog_fake(x: Tensor, bits: int, scale: Tensor | float, q: Tensor | float, *, shift: float = 0.0) -> Tensor:
+    """Fake-quantize with AdaLog; equals ``adalog_dequantize(adalog_codes(x))``. ``scale`` and ``q``
+    broadcast against ``x`` (per tensor, per head, or candidates stacked in front).
+
+    >>> adalog_fake(torch.tensor([0.7, 0.3, 0.1, 0.03]), 3, 1.0, 1.5)
+    tensor([0.6300, 0.2500, 0.0992, 0.0000])
+    """
+    return _log_fake(x, bits, scale, q, shift)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -559,9 +753,208 @@ class TwinGeluQuantizer(Quantizer):
                 "step": self.steps()["negative" if negative else "positive"]}
 
 
+class LogQuantizer(Quantizer):
+    """A logarithmic quantizer: ``x̂ = s · 2^(-c/q) - shift`` on k-bit codes, the top code 0 - shift.
+
+    ``signed=False`` (post-softmax values in [0, 1]): no shift. ``signed=True`` (post-GELU values):
+    shifted by :data:`GELU_SHIFT` so the whole k-bit grid covers ``[-0.17, s - 0.17]`` (AdaLog's
+    bias reparameterisation; a sign bit would spend half the codes on a range 0.17 wide).
+    ``scale`` broadcasts like a uniform step. Whether calibration searches it is ``search_scale``
+    (default: the kind's choice for unsigned values, always for signed ones); unsearched it stays 1,
+    the largest softmax value, so dequantizing is a shift (and a table for AdaLog).
+    Subclasses set :attr:`Q` (codes per octave) and their layouts' names and text.
+    """
+
+    #: Codes per octave of the fixed-base kinds (AdaLog has a parameter ``q`` instead).
+    Q: ClassVar[float] = 1.0
+    #: Whether calibration searches ``scale`` of unsigned (post-softmax) quantizers by default.
+    SEARCH_SCALE: ClassVar[bool] = False
+    #: The kind's name in labels.
+    NAME: ClassVar[str] = "log"
+
+    def __init__(self, bits: int, signed: bool = False, search_scale: bool | None = None) -> None:
+        super().__init__(bits)
+        self.signed = signed
+        self.search_scale = (signed or self.SEARCH_SCALE) if search_scale is None else search_scale
+        self.register_buffer("scale", torch.ones(()))
+
+    @property
+    def shift(self) -> float:
+        """What is added before and subtracted after quantizing: :data:`GELU_SHIFT` if signed, else 0."""
+        return GELU_SHIFT if self.signed else 0.0
+
+    def _q(self, params: Mapping[str, Tensor]) -> Tensor | float:
+        return self.Q
+
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return _log_fake(x, self.bits, params["scale"], self._q(params), self.shift)
+
+    def codes(self, x: Tensor) -> Tensor:
+        return _log_levels(x, self.bits, self.scale, self._q(self.params()), self.shift).to(torch.int32)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return _log_values(codes, self.bits, self.scale, self._q(self.params()), self.shift)
+
+    @property
+    def layout(self) -> str:
+        plain, shifted = self.layouts
+        return shifted if self.signed else plain
+
+    @classmethod
+    def build(cls, bits: int, *, signed: bool = False, **params: Tensor | int | float) -> "Quantizer":
+        q = cls(bits, signed=signed)
+        return q.set(**{k: v for k, v in params.items() if k in q.params()})
+
+    @classmethod
+    def from_layout(cls, layout: str, bits: int, params: Mapping[str, Tensor]) -> "Quantizer":
+        return cls.build(bits, signed=layout.endswith("_shifted"), **params)
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``scale`` maps the largest (shifted) value to code 0 when searched, else stays 1."""
+        absmax = stats["absmax"].float()
+        if not self.search_scale:
+            return {"scale": torch.ones_like(absmax)}
+        top = stats["max"].float() + self.shift if self.signed and "max" in stats else absmax + self.shift
+        return {"scale": top.clamp_min(1e-8)}
+
+    def search_space(self) -> dict[str, Tensor | None]:
+        return {"scale": None} if self.search_scale else {}
+
+    def _q_value(self) -> float:
+        return float(self._q(self.params()))
+
+    def steps(self) -> dict[str, float]:
+        """The largest level and the ratio between neighbouring levels, ``2^(-1/q)``."""
+        return {"scale": float(self.scale), "ratio": 2.0 ** (-1.0 / self._q_value())}
+
+    def level_groups(self) -> dict[str, Tensor]:
+        codes = torch.arange(2**self.bits, dtype=torch.int32)
+        values = _log_values(codes, self.bits, float(self.scale), self._q_value(), self.shift)
+        return {f"{self.NAME} levels": values.double()}
+
+    def label(self) -> str:
+        shifted = f", shifted by {self.shift:.3g}" if self.signed else ""
+        return f"{self.NAME} {self.bits}-bit, s={float(self.scale):.3g}{shifted}"
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        a = round(4 * self._q_value())
+        zero = int(code == 2**self.bits - 1)
+        value = float(_log_values(torch.tensor(code), self.bits, float(self.scale), self._q_value(), self.shift))
+        return {"shift": (4 * code) // a, "table index": (4 * code) % a, "zero": zero, "value": value}
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, signed={self.signed}, search_scale={self.search_scale}, "
+                f"scale_shape={tuple(self.scale.shape)}")
+
+
+class Log2Quantizer(LogQuantizer):
+    """log2 quantizer (RepQ-ViT's inference form): ``x̂ = s · 2^-c``, the top code meaning 0.
+    ``s`` stays 1 unless ``search_scale``: dequantizing is then a shift.
+
+    >>> Log2Quantizer(3).set(scale=torch.tensor(1.0))(torch.tensor([0.3, 0.012, 0.005]))
+    tensor([0.2500, 0.0156, 0.0000])
+    """
+
+    kind = "log2"
+    NAME = "log2"
+    Q = 1.0
+    layouts = {
+        "log2": "k-bit integer c in [0, 2^k-1]; value = scale * 2^-c, c = 2^k-1 means 0",
+        "log2_shifted": f"k-bit integer c in [0, 2^k-1]; value = scale * 2^-c - {GELU_SHIFT}, "
+                        f"c = 2^k-1 means -{GELU_SHIFT}",
+    }
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return log2_dequantize(codes, self.bits, self.scale, shift=self.shift)
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        fields = super().code_fields(code)
+        return {"exponent": code, "zero": fields["zero"], "value": fields["value"]}
+
+
+class LogSqrt2Quantizer(LogQuantizer):
+    """log√2 quantizer (RepQ-ViT): ``x̂ = s · 2^(-c/2) = s · 2^-⌊c/2⌋ · (1/√2 if c is odd else 1)``,
+    the top code meaning 0. ``s`` is searched by default (RepQ-ViT searches it too, by quantiles).
+
+    >>> LogSqrt2Quantizer(3).set(scale=torch.tensor(1.0))(torch.tensor([0.6, 0.3, 0.13]))
+    tensor([0.7071, 0.3536, 0.1250])
+    """
+
+    kind = "log-sqrt2"
+    NAME = "log√2"
+    Q = 2.0
+    SEARCH_SCALE = True
+    layouts = {
+        "log_sqrt2": "k-bit integer c in [0, 2^k-1]; j = c >> 1, o = c & 1; "
+                     "value = scale * 2^-j * (2^-0.5 if o else 1), c = 2^k-1 means 0",
+        "log_sqrt2_shifted": "k-bit integer c in [0, 2^k-1]; j = c >> 1, o = c & 1; "
+                             f"value = scale * 2^-j * (2^-0.5 if o else 1) - {GELU_SHIFT}, "
+                             f"c = 2^k-1 means -{GELU_SHIFT}",
+    }
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return log_sqrt2_dequantize(codes, self.bits, self.scale, shift=self.shift)
+
+    def code_fields(self, code: int) -> dict[str, int | float]:
+        fields = super().code_fields(code)
+        return {"shift": code >> 1, "odd": code & 1, "zero": fields["zero"], "value": fields["value"]}
+
+
+class AdaLogQuantizer(LogQuantizer):
+    """AdaLog: a logarithmic quantizer whose base ``b = 2^(1/q)`` is searched per layer over
+    :data:`ADALOG_Q` (like a twin split), ``x̂ = s · 2^(-c/q)``, the top code meaning 0. Unsigned,
+    ``s`` stays 1 (as AdaLog's post-softmax quantizer); signed (post-GELU), ``s`` is searched too.
+    ``q`` (per tensor or head) is any multiple of 1/4 from 1/4 to 16.
+
+    AdaLog's own code writes the exponent as ``c · p / 37`` (a 37-entry table for every base,
+    rounded to a fixed-point grid); here ``c / q`` with ``q`` a multiple of 1/4 and float32 tables.
+
+    >>> AdaLogQuantizer(3).set(scale=torch.tensor(1.0), q=1.5)(torch.tensor([0.7, 0.3, 0.1]))
+    tensor([0.6300, 0.2500, 0.0992])
+    """
+
+    kind = "adalog"
+    NAME = "AdaLog"
+    layouts = {
+        "adalog": "k-bit integer c in [0, 2^k-1], a = 4q; j = floor(4c / a), i = 4c mod a; "
+                  "value = scale * 2^-j * 2^(-i/a) (float32 table), c = 2^k-1 means 0",
+        "adalog_shifted": "k-bit integer c in [0, 2^k-1], a = 4q; j = floor(4c / a), i = 4c mod a; "
+                          f"value = scale * 2^-j * 2^(-i/a) (float32 table) - {GELU_SHIFT}, "
+                          f"c = 2^k-1 means -{GELU_SHIFT}",
+    }
+    #: The bases searched, as codes per octave ``q``.
+    BASES = torch.tensor(ADALOG_Q, dtype=torch.float32)
+
+    def __init__(self, bits: int, signed: bool = False, search_scale: bool | None = None) -> None:
+        super().__init__(bits, signed, search_scale)
+        self.register_buffer("q", torch.full((), 2.0))
+
+    def set(self, *, enabled: bool = True, **params: Tensor | int | float) -> "Quantizer":
+        if "q" in params:  # checked before anything is set
+            _quarters(params["q"], torch.device("cpu"))
+            if "scale" in params:
+                params["q"] = torch.as_tensor(params["q"]).to(torch.as_tensor(params["scale"]).device)
+        return super().set(enabled=enabled, **params)
+
+    def _q(self, params: Mapping[str, Tensor]) -> Tensor | float:
+        return params["q"]
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """As :class:`LogQuantizer`, with the base starting at log√2 (``q = 2``)."""
+        params = super().minmax_params(stats)
+        return {**params, "q": torch.full_like(params["scale"], 2.0)}
+
+    def search_space(self) -> dict[str, Tensor | None]:
+        return {"q": self.BASES, **super().search_space()}
+
+    def label(self) -> str:
+        return super().label().replace(f"{self.bits}-bit,", f"{self.bits}-bit, base 2^(1/{self._q_value():g}),")
+
+
 #: Every quantizer kind, by its ``kind`` name. A new kind is one class added here.
 QUANTIZER_KINDS: dict[str, type[Quantizer]] = {
-    cls.kind: cls for cls in (UniformQuantizer, TwinSoftmaxQuantizer, TwinGeluQuantizer)
+    cls.kind: cls for cls in (UniformQuantizer, TwinSoftmaxQuantizer, TwinGeluQuantizer,
+                              Log2Quantizer, LogSqrt2Quantizer, AdaLogQuantizer)
 }
 
 

@@ -14,9 +14,12 @@ from typing import Any, Literal
 
 from ..core.metrics import MetricName
 
-__all__ = ["PTQConfig", "GradLoss", "Granularity", "config_fields", "choices"]
+__all__ = ["PTQConfig", "GradLoss", "Granularity", "ActivationQuantizer", "config_fields", "choices"]
 
 Granularity = Literal["tensor", "channel"]
+#: Quantizer kinds for post-softmax and post-GELU values (``ptqlib.core.quant``): uniform,
+#: twin-uniform, and the logarithmic log2, log√2 and AdaLog (shifted by GELU's minimum for GELU).
+ActivationQuantizer = Literal["uniform", "twin", "log2", "log_sqrt2", "adalog"]
 GradLoss = Literal["pseudo_label_ce", "label_ce", "official_kl"]
 
 
@@ -42,6 +45,10 @@ class PTQConfig:
     a_bits: int = _f(8, "bit-width of activations: Linear inputs and both matmul operands (2..16)")
     twin_softmax: bool = _f(False, "post-softmax values use the twin-uniform quantizer")
     twin_gelu: bool = _f(False, "post-GELU values (fc2 inputs) use the twin-uniform quantizer")
+    softmax_quantizer: ActivationQuantizer | None = _f(
+        None, "post-softmax quantizer kind (None: twin if twin_softmax, else uniform)")
+    gelu_quantizer: ActivationQuantizer | None = _f(
+        None, "post-GELU (fc2 input) quantizer kind (None: twin if twin_gelu, else uniform)")
     softmax_unsigned: bool = _f(True, "without twin softmax: all k bits for [0, 1] (the official BasePTQ signs them)")
     weight_granularity: Granularity = _f("tensor", "Linear weight scales: tensor (q, k, v apart) or channel")
     matmul_granularity: Literal["tensor", "head"] = _f("tensor", "matmul operand scales: one, or one per head")
@@ -81,6 +88,10 @@ class PTQConfig:
             raise ValueError(f"outlier_rows must be a share from 0 to 1, got {self.outlier_rows!r}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be positive or None")
+        for flag, kind in (("twin_softmax", "softmax_quantizer"), ("twin_gelu", "gelu_quantizer")):
+            if getattr(self, flag) and getattr(self, kind) not in (None, "twin"):
+                raise ValueError(f"{flag}=True asks for the twin quantizer but {kind}={getattr(self, kind)!r}; "
+                                 f"set {flag}=False to use {getattr(self, kind)!r}")
 
     @property
     def needs_grads(self) -> bool:

@@ -17,7 +17,8 @@ from .attention import QuantAttention, QuantWindowAttention
 from .config import PTQConfig
 from ..errors import PtqlibError
 from .layers import QUANT_LAYERS, QuantConv2d, QuantLinear, QuantMatMul
-from ..core.quant import Quantizer, TwinGeluQuantizer, TwinSoftmaxQuantizer, UniformQuantizer
+from ..core.quant import (AdaLogQuantizer, Log2Quantizer, LogSqrt2Quantizer, Quantizer, TwinGeluQuantizer,
+                          TwinSoftmaxQuantizer, UniformQuantizer)
 
 __all__ = ["Site", "quantize_model", "sites", "quantizers", "set_quantization", "quantization_disabled"]
 
@@ -47,11 +48,36 @@ def _attention_classes() -> tuple[tuple[type, type], ...]:
     return ((Attention, QuantAttention), (WindowAttention, QuantWindowAttention))
 
 
+#: The quantizer of post-softmax values (the first operand of attn @ v) by ``config.softmax_quantizer``.
+_POST_SOFTMAX = {
+    "uniform": lambda c: UniformQuantizer(c.a_bits, signed=not c.softmax_unsigned),
+    "twin": lambda c: TwinSoftmaxQuantizer(c.a_bits),
+    "log2": lambda c: Log2Quantizer(c.a_bits),
+    "log_sqrt2": lambda c: LogSqrt2Quantizer(c.a_bits),
+    "adalog": lambda c: AdaLogQuantizer(c.a_bits),
+}
+#: The quantizer of post-GELU values (fc2's input) by ``config.gelu_quantizer``; log kinds shifted.
+_POST_GELU = {
+    "uniform": lambda c: UniformQuantizer(c.a_bits),
+    "twin": lambda c: TwinGeluQuantizer(c.a_bits),
+    "log2": lambda c: Log2Quantizer(c.a_bits, signed=True),
+    "log_sqrt2": lambda c: LogSqrt2Quantizer(c.a_bits, signed=True),
+    "adalog": lambda c: AdaLogQuantizer(c.a_bits, signed=True),
+}
+
+
+def _post_softmax(config: PTQConfig) -> Quantizer:
+    return _POST_SOFTMAX[config.softmax_quantizer or ("twin" if config.twin_softmax else "uniform")](config)
+
+
+def _post_gelu(config: PTQConfig) -> Quantizer:
+    return _POST_GELU[config.gelu_quantizer or ("twin" if config.twin_gelu else "uniform")](config)
+
+
 def _matmuls(config: PTQConfig) -> tuple[QuantMatMul, QuantMatMul]:
     a = config.a_bits
     qk = QuantMatMul(UniformQuantizer(a), UniformQuantizer(a), role="matmul_qk")
-    probs: Quantizer = TwinSoftmaxQuantizer(a) if config.twin_softmax else UniformQuantizer(a, signed=not config.softmax_unsigned)
-    av = QuantMatMul(probs, UniformQuantizer(a), role="matmul_av")
+    av = QuantMatMul(_post_softmax(config), UniformQuantizer(a), role="matmul_av")
     return qk, av
 
 
@@ -95,7 +121,7 @@ def quantize_model(model: nn.Module, config: PTQConfig) -> nn.Module:
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
             role = _linear_role(name)
-            inp: Quantizer = TwinGeluQuantizer(config.a_bits) if config.twin_gelu and name in gelu_fc2 else UniformQuantizer(config.a_bits)
+            inp: Quantizer = _post_gelu(config) if name in gelu_fc2 else UniformQuantizer(config.a_bits)
             granularity = "channel" if per_channel else ("qkv" if role == "qkv" else "tensor")
             _replace(model, name, QuantLinear(module, inp, UniformQuantizer(config.w_bits), role, granularity))
         elif isinstance(module, nn.Conv2d):

@@ -22,6 +22,12 @@ twin_softmax       bit ``k-1`` is the range bit ``r``, bits ``0..k-2`` the magni
                    ``[0, n-1]``; value ``q · 2^-(k-1)`` if ``r`` else ``q · 2^-(k-1) / 2^m``
 twin_gelu          bit ``k-1`` is the sign bit ``s``, bits ``0..k-2`` the magnitude ``q`` in
                    ``[0, n-1]``; value ``-q · scale / 2^m`` if ``s`` else ``q · scale``
+log2               ``c`` in ``[0, 2^k - 1]``; value ``scale · 2^-c``, ``c = 2^k - 1`` means 0
+log_sqrt2          ``c`` in ``[0, 2^k - 1]``; ``j = c >> 1``, value ``scale · 2^-j``, times
+                   ``2^-0.5`` for odd ``c``; ``c = 2^k - 1`` means 0
+adalog             ``c`` in ``[0, 2^k - 1]``, ``a = 4q``; value ``scale · 2^-⌊4c/a⌋ · 2^(-(4c mod a)/a)``
+                   (a float32 table of ``a`` entries); ``c = 2^k - 1`` means 0
+``*_shifted``      the same three for post-GELU values, minus ``0.16997…`` (GELU's minimum)
 =================  ===============================================================================
 
 Every code fits in ``k`` bits, and :meth:`IntegerTensor.dequantize` reproduces the fake-quantized
@@ -74,6 +80,8 @@ _REMAKE = "re-create it with 'python -m ptqlib quantize --save FILE'"
 
 #: Every integer layout with its documentation, as each quantizer kind declares it.
 LAYOUTS: dict[str, str] = {name: doc for cls in QUANTIZER_KINDS.values() for name, doc in cls.layouts.items()}
+#: The quantizer parameters an integer tensor carries (``<quantizer>.<parameter>`` in an export).
+_PARAMS = ("scale", "m", "q")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -358,8 +366,10 @@ class IntegerTensor:
         codes: the codes (``int32`` in memory; stored smaller by :func:`export_integers`).
         bits: ``k``.
         layout: a key of ``LAYOUTS``.
-        scale: the uniform step(s), or the positive step of ``twin_gelu``; None for ``twin_softmax``.
-        m: the twin split(s); None for the uniform layouts.
+        scale: the uniform step(s), the positive step of ``twin_gelu`` or the largest level of the
+            logarithmic layouts; None for ``twin_softmax``.
+        m: the twin split(s); None for the other layouts.
+        q: AdaLog's codes per octave (base ``2^(1/q)``); None for the other layouts.
     """
 
     codes: Tensor
@@ -367,10 +377,11 @@ class IntegerTensor:
     layout: str
     scale: Tensor | None = None
     m: Tensor | None = None
+    q: Tensor | None = None
 
     def quantizer(self) -> Quantizer:
         """The calibrated quantizer that writes this layout with these parameters."""
-        params = {k: v for k, v in (("scale", self.scale), ("m", self.m)) if v is not None}
+        params = {k: v for k, v in zip(_PARAMS, (self.scale, self.m, self.q)) if v is not None}
         return quantizer_for_layout(self.layout, self.bits, params)
 
     def code_range(self) -> tuple[int, int]:
@@ -391,7 +402,7 @@ def _integer(q: Quantizer, x: Tensor) -> IntegerTensor:
     with torch.no_grad():
         codes = q.codes(x.detach())
     params = {k: v.detach().clone() for k, v in q.params().items()}
-    return IntegerTensor(codes=codes, bits=q.bits, layout=q.layout, scale=params.get("scale"), m=params.get("m"))
+    return IntegerTensor(codes=codes, bits=q.bits, layout=q.layout, **{k: params.get(k) for k in _PARAMS})
 
 
 def weight_integers(model: nn.Module) -> dict[str, IntegerTensor]:
@@ -450,7 +461,7 @@ def export_integers(
 ) -> dict[str, Any]:
     """Write the weights' (and, given ``images``, the activations') integer codes to ``path``.
 
-    Tensors are ``<quantizer>.codes``, ``<quantizer>.scale`` and ``<quantizer>.m``; the JSON
+    Tensors are ``<quantizer>.codes``, ``<quantizer>.scale``, ``<quantizer>.m`` and ``<quantizer>.q``; the JSON
     header (safetensors metadata ``ptqlib``) gives each quantizer's layout and bits and the
     layouts' documentation. Returns that header.
 
@@ -471,7 +482,7 @@ def export_integers(
             lo, hi = it.code_range()
             dtype = _storage_dtype(lo, hi)
             tensors[f"{name}.codes"] = it.codes.to(dtype).cpu().contiguous()
-            for key in ("scale", "m"):
+            for key in _PARAMS:
                 value = getattr(it, key)
                 if value is not None:
                     tensors[f"{name}.{key}"] = value.cpu().contiguous().clone()
@@ -503,5 +514,5 @@ def read_integers(path: str | Path) -> dict[str, IntegerTensor]:
         if f"{name}.codes" not in tensors:
             raise PtqlibError(f"{path} lacks tensor {name}.codes; the file is corrupt: export it again")
         out[name] = IntegerTensor(codes=tensors[f"{name}.codes"].to(torch.int32), bits=int(entry["bits"]),
-                                  layout=entry["layout"], scale=tensors.get(f"{name}.scale"), m=tensors.get(f"{name}.m"))
+                                  layout=entry["layout"], **{k: tensors.get(f"{name}.{k}") for k in _PARAMS})
     return out

@@ -139,7 +139,7 @@ def _module(kind: str, bits: int, scale: torch.Tensor, m: int) -> Quantizer:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    kind=st.sampled_from(list(LAYOUTS)),
+    kind=st.sampled_from(["uniform_signed", "uniform_unsigned", "twin_softmax", "twin_gelu"]),  # log: test_checkpoints_log.py
     bits=st.integers(2, 16),
     m=st.integers(0, 6),
     scales=arrays(np.float32, 3, elements=st.floats(2.0**-12, 4.0, width=32)),
