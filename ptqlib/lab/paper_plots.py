@@ -41,7 +41,8 @@ def _drop_bars(ax, frame: pd.DataFrame, fp: float, labels: Sequence[str], colors
         if ref is not None and not pd.isna(ref):
             ax.plot([i - 0.35, i + 0.35], [fp - ref] * 2, color="black", ls="--", lw=1.5)
     for i, d in enumerate(drop):
-        ax.annotate(f"{d:.2f}", (i, d), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+        ax.annotate(f"{d:.2f}", (i + 0.36, d), xytext=(2, 0), textcoords="offset points", ha="left", va="center",
+                    fontsize=8)
     ax.set_xticks(x, labels, rotation=20 if max(map(len, labels)) > 8 else 0, ha="right" if max(map(len, labels)) > 8 else "center")
     ax.set_ylabel("drop from float (points)")
     top = max(float(np.max(hi)), max((fp - r for r in reference if r is not None and not pd.isna(r)), default=0))

@@ -6,6 +6,7 @@ a complete data folder for others; "offline" is a port nothing listens on.
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import socket
 import threading
@@ -141,3 +142,26 @@ def test_paper_csv_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     out = tmp_path / "paper.csv"
     assert main(["data", "paper-csv", "--output", str(out)]) == 0
     assert out.read_text() == fetch.paper_csv_text() and f"wrote {out}" in capsys.readouterr().out
+
+
+def test_main_job_on_a_fresh_clone_fetches_then_runs_on_the_fetched_data(
+        mirror: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loopback server stands in for the network: the main job fills data/ and calibrates and
+    evaluates on it (random weights of timm's tiny test_vit: the structure, not an accuracy)."""
+    url, manifest = mirror
+    fresh = tmp_path / "clone" / "data"
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    monkeypatch.setattr(data_module, "DEFAULT_DATA_DIR", fresh)
+    monkeypatch.setattr(fetch, "default_manifest_path", lambda: manifest)
+    monkeypatch.setenv(fetch.MIRROR_ENV, url)
+    out_dir = tmp_path / "results"
+    code = main(["reproduce", "--model", "test_vit", "--random-init", "--methods", "minmax", "--bits", "8/8",
+                 "--calib-size", "1", "--no-sensitivity", "--output-dir", str(out_dir),
+                 "--reference-dir", str(tmp_path / "none"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "no data yet" in out
+    records = json.loads((out_dir / "test_vit.json").read_text())
+    assert records[0]["eval_images"] == len(NAMES) - 1  # the sample's images outside calib32.txt
+    assert records[0]["calib_files"] == [NAMES[0]]     # calib32.txt of the fetched folder
