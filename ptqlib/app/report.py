@@ -269,19 +269,21 @@ def render_reference(folder: str | Path = REFERENCE_DIR, model: str = "vit_tiny_
 def draws_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     """One row per method and bit-width of a sweep's records: the number of calibration draws,
     top-1 mean ± sample std, min – max, and the top-1 of draw 0 (the standard calibration list)."""
+    from ..io.experiments import display_name
+
     groups: dict[tuple[str, int, int], list[Mapping[str, Any]]] = {}
     for r in records:
         if r.get("method") != "float":
-            groups.setdefault((r["method"], r["w_bits"], r["a_bits"]), []).append(r)
+            groups.setdefault((display_name(r), r["w_bits"], r["a_bits"]), []).append(r)
     if not groups:
         raise PtqlibError("the sweep has no quantized runs to tabulate; run it first (python -m ptqlib reproduce --sweep FILE)")
-    order = {m: i for i, m in enumerate(TABLE_METHODS)}
+    order = {METHOD_NAMES.get(m, m): i for i, m in enumerate(TABLE_METHODS)}
     lines = ["| method | bits | draws | top-1 mean ± std | min – max | draw 0 (calib32) |", "|---|---|---|---|---|---|"]
     for (method, w, a), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][0], -kv[0][1], -kv[0][2])):
         top1 = [float(r["top1"]) for r in rs]
         std = f" ± {statistics.stdev(top1):.2f}" if len(top1) > 1 else ""
         first = [float(r["top1"]) for r in rs if r.get("draw") == 0]
-        lines.append(f"| {METHOD_NAMES.get(method, method)} | W{w}A{a} | {len(rs)} | {statistics.fmean(top1):.2f}{std} | "
+        lines.append(f"| {method} | W{w}A{a} | {len(rs)} | {statistics.fmean(top1):.2f}{std} | "
                      f"{min(top1):.2f} – {max(top1):.2f} | {f'{first[0]:.2f}' if first else '—'} |")
     return "\n".join(lines) + "\n"
 
