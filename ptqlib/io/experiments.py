@@ -35,7 +35,7 @@ from .models import PAPER_MODELS
 
 __all__ = ["REFERENCE", "Tables", "display_name", "load_tables", "correct", "accuracy_row", "pair_row", "main_table",
            "draws_table", "metric_table", "ablation_table", "calib_size_table", "baseline_table",
-           "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
+           "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "calib_size_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
            "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table"]
 
 #: The committed reference folder, relative to the repository root.
@@ -127,25 +127,32 @@ def load_tables(folder: str | Path = REFERENCE, model: str = "vit_tiny_patch16_2
     sweeps = {p.stem: read_records(p)[0].records for p in sorted((folder / "sweeps").glob("*.jsonl"))}
     machines_path = folder / "machines.csv"
     machines = pd.read_csv(machines_path) if machines_path.is_file() else pd.DataFrame(
-        columns=["machine", "cpu", "method", "w_bits", "a_bits", "top1", "source"])
+        columns=["machine", "cpu", "method", "metric", "w_bits", "a_bits", "top1", "source"])
     return Tables(folder, main, official, sweeps, machines)
 
 
 def machines_table(t: Tables) -> pd.DataFrame:
-    """The same configuration's top-1 on each machine: the main job's records (this machine) and
-    ``machines.csv`` (other machines); one row per method and bits, one column per machine, and
-    the spread (max − min)."""
-    here = pd.DataFrame([{"machine": "this machine", "cpu": "main table", "method": r["method"],
-                          "w_bits": r["w_bits"], "a_bits": r["a_bits"], "top1": float(r["top1"])} for r in t.main])
+    """The same configuration's top-1 on each machine: ``machines.csv`` (other machines: method,
+    its search metric, bits, top-1) beside this machine's record of the same method, metric and
+    bits (the main job's, else draw 0 of the statistics sweep); one row per configuration, one
+    column per machine, and the spread (max − min)."""
     if not len(t.machines):
         return pd.DataFrame()
-    m = pd.concat([here, t.machines], ignore_index=True)
-    m = m.assign(config=[f"{_NAMES.get(a, a)} W{w}A{b}" for a, w, b in zip(m.method, m.w_bits, m.a_bits)],
-                 where=[f"{n} ({c})" for n, c in zip(m.machine, m.cpu)])
-    wide = m.pivot_table(index="config", columns="where", values="top1", sort=False)
-    wide["spread"] = (wide.max(axis=1) - wide.min(axis=1)).round(2)
-    wide.columns.name = None
-    return wide.reset_index()
+    mine = t.main + [r for r in t.sweep("vit_tiny_statistics") if r.get("draw") == 0 and r.get("method") != "float"]
+    rows = []
+    for (method, metric, w, a), group in t.machines.groupby(["method", "metric", "w_bits", "a_bits"], sort=False):
+        r = next((r for r in mine if r["method"] == method and (r.get("config") or {}).get("metric") == metric
+                  and r["w_bits"] == w and r["a_bits"] == a), None)
+        name = display_name({"method": method, "config": {"metric": metric}})
+        row = {"config": f"{name} W{w}A{a}"}
+        if r is not None:
+            row["this machine"] = float(r["top1"])
+        for _, m in group.iterrows():
+            row[f"{m.machine} ({m.cpu})"] = float(m.top1)
+        values = [v for k, v in row.items() if k != "config"]
+        row["spread"] = round(max(values) - min(values), 2) if len(values) > 1 else None
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def accuracy_row(record: Mapping[str, Any], fp: Mapping[str, Any] | None = None, **label: Any) -> dict[str, Any]:
@@ -265,11 +272,32 @@ def ablation_table(t: Tables, bits: Sequence[str] = ("W8A8", "W6A6")) -> tuple[p
 
 
 def calib_size_table(t: Tables) -> pd.DataFrame:
-    """PTQ4ViT W6A6 per calibration-set size (draw 0): top-1, interval, calibration time."""
-    fp = t.float_record
-    rows = [accuracy_row(r, fp, images=int(r["calib_images"]), draw=r.get("draw"))
-            for r in sorted(t.sweep("vit_tiny_calib_size"), key=lambda r: (r["calib_images"], r.get("draw") or 0))]
+    """PTQ4ViT W6A6 per calibration-set size over its draws: top-1 mean ± std, range, draw 0 with its
+    paired drop interval, and the mean calibration time."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for r in t.sweep("vit_tiny_calib_size"):
+        groups.setdefault(int(r["calib_images"]), []).append(r)
+    rows = []
+    for size, rs in sorted(groups.items()):
+        top1 = [float(r["top1"]) for r in rs]
+        first = next((r for r in rs if r.get("draw") == 0), None)
+        row = {"images": size, "draws": len(rs), "mean": round(statistics.fmean(top1), 2),
+               "std": round(statistics.stdev(top1), 2) if len(top1) > 1 else None,
+               "min": min(top1), "max": max(top1)}
+        if first is not None:
+            row.update({"draw 0": float(first["top1"]),
+                        "draw 0 drop 95% CI": accuracy_row(first, t.float_record).get("drop 95% CI")
+                        if t.float_record is not None else None})
+        secs = [float(r["calib_seconds"]) for r in rs if r.get("calib_seconds") is not None]
+        row["calib s (mean)"] = round(statistics.fmean(secs), 1) if secs else None
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def calib_size_long(t: Tables) -> pd.DataFrame:
+    """One row per run of the calibration-size sweep (images, draw, top-1): for strip plots."""
+    return pd.DataFrame([{"images": int(r["calib_images"]), "draw": r.get("draw"), "top-1": float(r["top1"])}
+                         for r in t.sweep("vit_tiny_calib_size")])
 
 
 def _baseline_label(r: Mapping[str, Any]) -> str:
@@ -299,9 +327,12 @@ def baseline_table(t: Tables) -> pd.DataFrame:
 
 
 def stability_table(t: Tables) -> pd.DataFrame:
-    """Top-1 over last-bit jitters of the calibration images per method (mean ± std, range), how many
-    validation images change their outcome and how many quantizers their scales against jitter 0
-    (records' ``scales`` digests), next to the spread over calibration draws."""
+    """Per method: top-1 at each last-bit jitter of the calibration images, the spread over the
+    jitters, how many validation images change their outcome against jitter 0, and for a variant
+    (``ptq4vit-ties``, ``ptq4vit-float64``) how many quantizers got other parameters than its
+    preset on the same images (from the records' ``scales`` digests: exact equality; across
+    jitters the min-max start values move with the images, so digests are compared only on the
+    same images); next to the spread over calibration draws."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in t.sweep("vit_tiny_stability"):
         groups.setdefault(r["method"], []).append(r)
@@ -312,17 +343,18 @@ def stability_table(t: Tables) -> pd.DataFrame:
         top1 = [float(r["top1"]) for r in rs]
         ref = next((r for r in rs if not r.get("jitter")), None)
         flips = [int((correct(r) != correct(ref)).sum()) for r in rs if ref is not None and r is not ref]
-        moved = [sum(r["scales"][q] != ref["scales"].get(q) for q in r["scales"]) for r in rs
-                 if ref is not None and r is not ref and "scales" in r and "scales" in ref]
         base = method.split("-")[0]
+        preset = {int(r.get("jitter") or 0): r for r in groups.get(base, [])} if base != method else {}
+        differ = [sum(r["scales"][q] != preset[int(r.get("jitter") or 0)]["scales"].get(q) for q in r["scales"])
+                  for r in rs if int(r.get("jitter") or 0) in preset and "scales" in r
+                  and "scales" in preset[int(r.get("jitter") or 0)]]
         d = draws.get((_NAMES.get(base, base), _bits(rs[0])))
         rows.append({"method": method, "bits": _bits(rs[0]), "jitters": len(rs),
                      "top-1 per jitter": " / ".join(f"{v:.2f}" for v in top1),
-                     "std over jitters": round(statistics.stdev(top1), 2) if len(top1) > 1 else None,
                      "range": round(max(top1) - min(top1), 2),
-                     "images changed (vs jitter 0)": " / ".join(map(str, flips)),
-                     "quantizers changed (vs jitter 0)": (" / ".join(f"{m} of {len(ref['scales'])}" for m in moved)
-                                                          if moved else None),
+                     "images changed vs jitter 0": " / ".join(map(str, flips)) or None,
+                     f"quantizers unlike {base} (of {len(rs[0].get('scales', {}))})":
+                         " / ".join(map(str, differ)) if differ else None,
                      "std over 10 draws": d["std"] if d else None})
     return pd.DataFrame(rows)
 

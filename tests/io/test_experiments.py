@@ -105,6 +105,7 @@ def test_notebook_04_prints_the_numbers_of_the_committed_tables() -> None:
     """Notebook 04's committed outputs hold exactly the statements the committed tables give."""
     nb = json.loads((ROOT / "notebooks" / "04_imagenet_evaluation.ipynb").read_text(encoding="utf-8"))
     text = "\n".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                     + "".join(o.get("data", {}).get("text/html", ""))
                      for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
     t = ex.load_tables(ROOT / "results" / "reference")
     for line in ex.sentences(t):
