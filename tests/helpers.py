@@ -41,3 +41,18 @@ def random_image_folder(root: Path, labels: Mapping[str, int], *, size: int = 48
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / name)
     (root / "labels.txt").write_text("".join(f"{name} {label}\n" for name, label in labels.items()))
     return root
+
+
+def quantizer_outputs(model: torch.nn.Module, images: torch.Tensor, keep=lambda q: True) -> dict[str, torch.Tensor]:
+    """Each quantizer's output (its fake-quantized tensor) on ``images``, by name, for the
+    quantizers ``keep`` accepts (default: all)."""
+    from ptqlib.engine.wrap import quantizers
+
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [q.register_forward_hook(lambda mod, args, out, name=name: outputs.__setitem__(name, out.detach().clone()))
+               for name, q in quantizers(model) if keep(q)]
+    with torch.no_grad():
+        model(images)
+    for h in handles:
+        h.remove()
+    return outputs

@@ -22,7 +22,7 @@ from ptqlib.engine.wrap import quantizers
 from ptqlib.io.checkpoints import (LAYOUTS, IntegerTensor, activation_integers, export_integers, load_quantized,
                                    read_header, read_integers, save_quantized, weight_integers)
 
-from helpers import random_images, tiny_vit
+from helpers import quantizer_outputs, random_images, tiny_vit
 
 TINY = "vit_tiny_patch16_224"
 CLASSES = {"log2": Log2Quantizer, "log_sqrt2": LogSqrt2Quantizer, "adalog": AdaLogQuantizer}
@@ -169,18 +169,6 @@ def test_a_tampered_base_is_refused(calibrated, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- integer export
 
 
-def _fake_activations(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    outputs, handles = {}, []
-    for name, q in quantizers(model):
-        handles.append(q.register_forward_hook(
-            lambda mod, args, out, name=name: outputs.__setitem__(name, out.detach().clone())))
-    with torch.no_grad():
-        model(images)
-    for h in handles:
-        h.remove()
-    return outputs
-
-
 def _documented_log_value(it: IntegerTensor) -> torch.Tensor:
     """Decode a log layout from its text, in float64 and independently of ``quant.py``:
     ``scale · 2^(-c/q)`` (q = 1 for log2, 2 for log√2), 0 for the top code, minus the shift."""
@@ -198,7 +186,7 @@ def test_export_round_trip_in_the_log_layouts(calibrated, tmp_path: Path) -> Non
     assert header["layouts"] == LAYOUTS and {"log2", "log_sqrt2_shifted", "adalog"} <= set(LAYOUTS)
     back = read_integers(tmp_path / "ints.safetensors")
     fresh = {**weight_integers(model), **activation_integers(model, images)}
-    outputs = _fake_activations(model, images)
+    outputs = quantizer_outputs(model, images)
     log_layouts = set()
     for name, it in back.items():
         assert it.layout == fresh[name].layout and torch.equal(it.codes, fresh[name].codes), name

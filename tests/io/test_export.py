@@ -24,9 +24,8 @@ from ptqlib.io.checkpoints import (LAYOUTS, IntegerTensor, activation_integers, 
 from ptqlib.engine.layers import QuantConv2d, QuantLinear
 from ptqlib.io.models import load_model
 from ptqlib.core.quant import Quantizer, TwinGeluQuantizer, TwinSoftmaxQuantizer, UniformQuantizer
-from ptqlib.engine.wrap import quantizers
 
-from helpers import random_image_folder, random_images
+from helpers import quantizer_outputs, random_image_folder, random_images
 
 CONFIGS = {
     "ptq4vit_w4a4": get_method("ptq4vit", 4, 4, rounds=1, n=20, search="coarse_to_fine", max_tokens=64),
@@ -47,17 +46,7 @@ def calibrated(request: pytest.FixtureRequest) -> tuple[nn.Module, torch.Tensor,
 def _activation_outputs(model: nn.Module, image: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every enabled activation quantizer's output (its fake-quantized tensor) on ``image``."""
     weights = {id(s.module.weight_quant) for s in sites(model) if hasattr(s.module, "weight_quant")}
-    outputs: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, q in quantizers(model):
-        if q.enabled and id(q) not in weights:
-            handles.append(q.register_forward_hook(
-                lambda mod, args, out, name=name: outputs.__setitem__(name, out.detach().clone())))
-    with torch.no_grad():
-        model(image)
-    for h in handles:
-        h.remove()
-    return outputs
+    return quantizer_outputs(model, image, keep=lambda q: q.enabled and id(q) not in weights)
 
 
 def _documented_value(it: IntegerTensor) -> torch.Tensor:
