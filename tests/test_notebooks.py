@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 FIGURE_DIR = ROOT / "figures"
 EXPECTED = ["00_primer.ipynb", "01_activation_distributions.ipynb", "02_metric_comparison.ipynb",
-            "03_twin_uniform_calibration.ipynb", "04_imagenet_evaluation.ipynb"]
+            "03_twin_uniform_calibration.ipynb", "04_imagenet_evaluation.ipynb", "05_after_ptq4vit.ipynb"]
 MAX_IMAGE_BYTES = 300_000
 MAX_NOTEBOOK_BYTES = 3_000_000
 PUBLISHED = re.compile(r"figures/([\w.\-]+\.png)")

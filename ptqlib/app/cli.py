@@ -431,8 +431,9 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import (DRAWS_BEGIN, DRAWS_END, EXPERIMENTS_BEGIN, EXPERIMENTS_END, promote, promote_sweep, render_draws,
-                         render_experiments, render_reference, update_readme)
+    from .report import (DRAWS_BEGIN, DRAWS_END, EXPERIMENTS_BEGIN, EXPERIMENTS_END, SUCCESSORS_BEGIN, SUCCESSORS_END,
+                         promote, promote_sweep, render_draws, render_experiments, render_reference, render_successors,
+                         update_readme)
 
     model = args.model
     if args.promote is not None and args.promote.suffix == ".jsonl":  # a sweep's table
@@ -452,6 +453,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         experiments = render_experiments(args.reference_dir)
         if experiments and EXPERIMENTS_BEGIN in Path(args.readme).read_text(encoding="utf-8"):
             changed = update_readme(args.readme, experiments, (EXPERIMENTS_BEGIN, EXPERIMENTS_END)) or changed
+        successors = render_successors(args.reference_dir)
+        if successors and SUCCESSORS_BEGIN in Path(args.readme).read_text(encoding="utf-8"):
+            changed = update_readme(args.readme, successors, (SUCCESSORS_BEGIN, SUCCESSORS_END)) or changed
         print(f"{'rewrote the tables in' if changed else 'the tables are up to date in'} {args.readme}")
     return 0
 

@@ -41,7 +41,8 @@ __all__ = ["REFERENCE_DIR", "OFFICIAL_CSV", "OFFICIAL_COLUMNS", "BEGIN", "END", 
            "promote", "load_official", "results_markdown", "render_reference", "readme_table", "replace_table",
            "update_readme", "find_reference", "check_reference", "DRAWS_BEGIN", "DRAWS_END", "draws_markdown",
            "render_draws", "promote_sweep", "EXPERIMENTS_BEGIN", "EXPERIMENTS_END", "frame_markdown",
-           "experiments_markdown", "render_experiments"]
+           "experiments_markdown", "render_experiments", "SUCCESSORS_BEGIN", "SUCCESSORS_END", "successors_markdown",
+           "render_successors"]
 
 #: The committed reference folder (relative to the repository root, where the commands run).
 REFERENCE_DIR = Path("results/reference")
@@ -55,6 +56,8 @@ DRAWS_BEGIN = "<!-- draws-table:begin -->"
 DRAWS_END = "<!-- draws-table:end -->"
 EXPERIMENTS_BEGIN = "<!-- experiments:begin -->"
 EXPERIMENTS_END = "<!-- experiments:end -->"
+SUCCESSORS_BEGIN = "<!-- successors:begin -->"
+SUCCESSORS_END = "<!-- successors:end -->"
 #: How the table names the methods, and their row order (others follow, sorted).
 METHOD_NAMES = {"ptq4vit": "PTQ4ViT", "baseptq": "BasePTQ", "minmax": "min-max"}
 TABLE_METHODS = ("ptq4vit", "baseptq")
@@ -337,6 +340,32 @@ def experiments_markdown(tables: Any) -> str:
     add("One machine's rounding", ex.stability_table(tables),
         "(W6A6, calibration images perturbed in the last bit; tie rule):")
     return "\n".join(parts)
+
+
+def successors_markdown(tables: Any) -> str:
+    """The README's section on PTQ4ViT's successors (``vit_tiny_successors``): the table beside the
+    published drops, then the targets and each method against PTQ4ViT, paired."""
+    from ..io import experiments as ex
+
+    parts = []
+    table = ex.successors_table(tables)
+    if len(table):
+        parts.append("**PTQ4ViT and its successors' quantizers** (drop from float with its paired 95 % interval; "
+                     "published drops are on ViT-S / DeiT-T, full ImageNet; official code: the official "
+                     "RepQ-ViT code on this model and these images):\n\n" + frame_markdown(table))
+    claims = ex.successor_claims(tables)
+    if len(claims):
+        parts.append("**Targets and comparisons** (targets: a one-sided paired z-test of \"at most m points below "
+                     "float\" for the best row, chosen on these images; comparisons: exact McNemar test):\n\n"
+                     + frame_markdown(claims))
+    return "\n".join(parts)
+
+
+def render_successors(folder: str | Path = REFERENCE_DIR) -> str:
+    """:func:`successors_markdown` of the reference folder."""
+    from ..io.experiments import load_tables
+
+    return successors_markdown(load_tables(folder))
 
 
 def render_experiments(folder: str | Path = REFERENCE_DIR) -> str:

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "ShiftedUniformQuantizer",
     "round_ste",
     "qrange",
     "uniform_codes",
@@ -641,6 +642,59 @@ class UniformQuantizer(Quantizer):
         return f"{super().extra_repr()}, signed={self.signed}, scale_shape={tuple(self.scale.shape)}"
 
 
+class ShiftedUniformQuantizer(UniformQuantizer):
+    """Uniform quantizer for post-GELU values, shifted by GELU's minimum: ``x̂ = Δ · c - 0.17``
+    with ``c = clamp(round((x + 0.17) / Δ), 0, 2^k - 1)``: an asymmetric uniform quantizer whose
+    zero point sits at :data:`GELU_SHIFT`, so all ``2^k`` levels cover ``[-0.17, (2^k - 1)Δ - 0.17]``
+    (a symmetric signed one spends half of them below -0.17, where GELU has no values). RepQ-ViT
+    quantizes post-GELU values with an asymmetric uniform quantizer; this one fixes its zero point.
+
+    >>> q = ShiftedUniformQuantizer(2).set(scale=torch.tensor(1.0))
+    >>> q(torch.tensor([-0.17, 0.4, 5.0]))   # levels -0.17, 0.83, 1.83, 2.83
+    tensor([-0.1700,  0.8300,  2.8300])
+    """
+
+    kind = "uniform-shifted"
+    layouts = {"uniform_shifted": f"k-bit integer c in [0, 2^k-1]; value = c * scale - {GELU_SHIFT}"}
+    shift = GELU_SHIFT
+
+    def __init__(self, bits: int, signed: bool = False) -> None:
+        super().__init__(bits, signed=False)
+
+    def fake_with(self, x: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        return uniform_fake(x + self.shift, params["scale"], self.bits, False) - self.shift
+
+    def codes(self, x: Tensor) -> Tensor:
+        return uniform_codes(x + self.shift, self.scale, self.bits, False)
+
+    def dequantize(self, codes: Tensor) -> Tensor:
+        return uniform_dequantize(codes, self.scale) - self.shift
+
+    @property
+    def layout(self) -> str:
+        return "uniform_shifted"
+
+    @classmethod
+    def build(cls, bits: int, *, signed: bool = False, **params: Tensor | int | float) -> "Quantizer":
+        q = cls(bits)
+        return q.set(**{k: v for k, v in params.items() if k in q.params()})
+
+    @classmethod
+    def from_layout(cls, layout: str, bits: int, params: Mapping[str, Tensor]) -> "Quantizer":
+        return cls.build(bits, **params)
+
+    def minmax_params(self, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``Δ = (max + 0.17) / (2^k - 1)`` (``max`` from the statistics, else ``absmax``)."""
+        top = (stats["max"] if "max" in stats else stats["absmax"]).float() + self.shift
+        return {"scale": (top / (2**self.bits - 1)).clamp_min(1e-8)}
+
+    def level_groups(self) -> dict[str, Tensor]:
+        return {"uniform": torch.arange(0, 2**self.bits, dtype=torch.float64) * float(self.scale) - self.shift}
+
+    def label(self) -> str:
+        return f"uniform {self.bits}-bit, shifted by {self.shift:.3g}, Δ={float(self.scale):.3g}"
+
+
 class TwinSoftmaxQuantizer(Quantizer):
     """Twin-uniform quantizer for post-softmax values in [0, 1]; ``m`` (per tensor or head) sets
     the fine step ``Δ1 = 2^-(k-1) / 2^m``. Its splits are ``m = 0..k-1``: up to ``k-1`` the fine
@@ -953,7 +1007,7 @@ class AdaLogQuantizer(LogQuantizer):
 
 #: Every quantizer kind, by its ``kind`` name. A new kind is one class added here.
 QUANTIZER_KINDS: dict[str, type[Quantizer]] = {
-    cls.kind: cls for cls in (UniformQuantizer, TwinSoftmaxQuantizer, TwinGeluQuantizer,
+    cls.kind: cls for cls in (UniformQuantizer, ShiftedUniformQuantizer, TwinSoftmaxQuantizer, TwinGeluQuantizer,
                               Log2Quantizer, LogSqrt2Quantizer, AdaLogQuantizer)
 }
 

@@ -30,17 +30,24 @@ from tqdm.auto import tqdm
 from .capture import SiteCapture, capture
 from .config import PTQConfig
 from ..errors import PtqlibError
+from .reparam import Fold, folds_of, reparameterize
 from .guards import check_finite_captures, check_finite_images, check_finite_weights, guard_memory
 from .layers import QuantConv2d, QuantLinear, QuantMatMul
+from ..core.correction import ridge_correction
 from ..core.metrics import get_metric
 from ..core.quant import Quantizer, minmax_step, uniform_fake
 from ..core.search import linear_grid, search
 from .wrap import Site, sites
 
-__all__ = ["DEFAULT_MICRO_BATCH", "Scales", "CalibrationReport", "calibrate", "calibrate_site", "apply_scales"]
+__all__ = ["DEFAULT_MICRO_BATCH", "Scales", "CalibrationReport", "calibrate", "calibrate_site", "apply_scales",
+           "corrected_layers"]
 
 Scales = dict[str, dict[str, Tensor]]
-"""``{quantizer name: keyword arguments of its set()}``, e.g. ``{"blocks.0.attn.qkv.input_quant": {"scale": t}}``."""
+"""``{quantizer name: keyword arguments of its set()}``, e.g. ``{"blocks.0.attn.qkv.input_quant": {"scale": t}}``;
+with ``weight_correction`` also ``{layer name: {"weight": W′}}``, the layer's corrected float weights."""
+
+#: The attribute of a model under which :func:`apply_scales` records the layers it corrected.
+CORRECTED_ATTR = "ptqlib_corrected"
 
 #: Images per capture pass. Fisher rows are chosen over the whole batch, so micro-batches change
 #: no scale; they bound the memory of the forward/backward pass (ViT-B, 32 images: 8.5 GB in one
@@ -68,6 +75,8 @@ class CalibrationReport:
     capture_seconds: float = 0.0
     search_seconds: float = 0.0
     per_site_evaluations: dict[str, int] = field(default_factory=dict)
+    folds: dict[str, Fold] = field(default_factory=dict)
+    reparam_seconds: float = 0.0
 
 
 def _metric(config: PTQConfig) -> Callable[..., Tensor]:
@@ -194,6 +203,7 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
     a_start, a_prev = dict(a_params), {}
     multiplied = {k: v is None for k, v in iq.search_space().items()}
     w_step = w_step0
+    corrected: Tensor | None = None
 
     if config.rounds > 0:
         out = F.linear(x, w, b)
@@ -203,18 +213,20 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
         grid = linear_grid(config.alpha, config.beta, config.n)
         chunk = _chunk(t * out_features)
         small = t * w.numel() <= SMALL_SITE  # e.g. the head: one row per image
-        w_mult = None
-        for _ in range(config.rounds):
-            xq = iq.fake_with(x, a_params)
-
+        def weight_scorer(weight: Tensor, step0: Tensor, xq: Tensor) -> Callable[[Tensor], Tensor]:
             def score_w(mults: Tensor) -> Tensor:
-                wq = uniform_fake(w, rows(w_step0 * mults), wq_bits)  # (K, out, in)
+                wq = uniform_fake(weight, rows(step0 * mults), wq_bits)  # (K, out, in)
                 o_hat = torch.matmul(xq, wq.transpose(1, 2))
                 if b is not None:
                     o_hat = o_hat + b
                 return metric(out_g, o_hat.view(-1, t, groups, per_group), g_g, channel_dim=1)
+            return score_w
 
-            w_mult = tally.search(score_w, grid, groups, config, chunk, w_mult, small, "w", tuple(a_params.values()))
+        w_mult = None
+        for _ in range(config.rounds):
+            xq = iq.fake_with(x, a_params)
+            w_mult = tally.search(weight_scorer(w, w_step0, xq), grid, groups, config, chunk, w_mult, small, "w",
+                                  tuple(a_params.values()))
             w_step = w_step0 * w_mult
             wq_t = uniform_fake(w, rows(w_step), wq_bits).t()
 
@@ -231,8 +243,19 @@ def _calibrate_linear(name: str, layer: QuantLinear, cap: SiteCapture, config: P
             _search_operand(tally, iq, a_params, a_start, a_prev, score_a, 1, config, chunk, tag="a",
                             given=(w_mult,), exhaustive=small)
 
+        if config.weight_correction == "ridge":  # ERQ: absorb the input's error, then search W′'s steps
+            rows_all = x if cap.all_inputs is None else cap.all_inputs  # fit on every row: few rows over-fit
+            corrected = ridge_correction(rows_all, iq.fake_with(rows_all, a_params), w, config.ridge_rho)
+            xq = iq.fake_with(x, a_params)
+            step0 = minmax_step(corrected.reshape(groups, -1).abs().amax(1), wq_bits)
+            w_step = step0 * tally.search(weight_scorer(corrected, step0, xq), grid, groups, config, chunk,
+                                          exhaustive=small)
+
     w_scale = w_step[0] if groups == 1 else rows(w_step)
-    return {f"{name}.weight_quant": {"scale": w_scale}, f"{name}.input_quant": _final(iq, a_params, ())}
+    scales: Scales = {f"{name}.weight_quant": {"scale": w_scale}, f"{name}.input_quant": _final(iq, a_params, ())}
+    if corrected is not None:
+        scales[name] = {"weight": corrected}
+    return scales
 
 
 # ----------------------------------------------------------------------------- Conv2d
@@ -336,11 +359,23 @@ def calibrate_site(site: Site, cap: SiteCapture, config: PTQConfig) -> tuple[Sca
 
 
 def apply_scales(model: nn.Module, scales: Scales) -> None:
-    """Set (and enable) the quantizers named in ``scales``."""
+    """Set (and enable) the quantizers named in ``scales``; an entry naming a layer, not a
+    quantizer, is ``{"weight": W′}``: its corrected float weights (``weight_correction``), which
+    are copied in and recorded in :func:`corrected_layers`."""
     for qname, params in scales.items():
         q = model.get_submodule(qname)
+        if not isinstance(q, Quantizer):
+            with torch.no_grad():
+                q.weight.copy_(params["weight"])
+            setattr(model, CORRECTED_ATTR, sorted({*corrected_layers(model), qname}))
+            continue
         device = next((buf.device for buf in q.buffers()), torch.device("cpu"))
         q.set(**{k: v.to(device) for k, v in params.items()})
+
+
+def corrected_layers(model: nn.Module) -> list[str]:
+    """The layers whose float weights calibration corrected (``weight_correction``), by name."""
+    return list(getattr(model, CORRECTED_ATTR, None) or [])
 
 
 def _groups(site_list: list[Site], config: PTQConfig) -> list[list[Site]]:
@@ -379,7 +414,9 @@ def calibrate(
             bit-widths come from that config).
         images: calibration images ``(B, 3, H, W)``, already transformed.
         config: the recipe (its search settings; the model must have been wrapped with the same
-            config's quantizer kinds and bit-widths).
+            config's quantizer kinds and bit-widths). With ``config.reparam`` the model's
+            post-LayerNorm scales are folded first (:func:`~ptqlib.engine.reparam.reparameterize`,
+            changing its float weights in place), unless the model is folded already.
         labels: true labels, needed only for ``grad_loss='label_ce'``.
         device: where to compute.
         micro_batch: images per capture pass (bounds memory; the scales do not depend on it);
@@ -394,13 +431,17 @@ def calibrate(
         raise PtqlibError(f"calibration images must be a non-empty batch (B, 3, H, W), got shape {tuple(images.shape)}")
     site_list = sites(model)
     check_finite_images(images)
+    start = time.perf_counter()
+    if config.reparam and not folds_of(model):  # RepQ-ViT: fold per-channel post-LayerNorm scales first
+        reparameterize(model, images, config.a_bits, micro_batch=micro_batch)
+    reparam_seconds = time.perf_counter() - start
     check_finite_weights(site_list)
     config = guard_memory(model, images, site_list, config, micro_batch=micro_batch, device=device, max_memory=max_memory)
     if config.order == "sequential" and config.row_select != "random":
         # sequential inputs come from a second pass: both passes must keep the same (random) rows
         config = config.replace(row_select="random")
-    start = time.perf_counter()
-    report = CalibrationReport(config=config, scales={}, seconds=0.0, evaluations=0, passes=0, images=images.shape[0])
+    report = CalibrationReport(config=config, scales={}, seconds=0.0, evaluations=0, passes=0, images=images.shape[0],
+                               folds=folds_of(model), reparam_seconds=reparam_seconds)
     groups = _groups(site_list, config)
     bar = tqdm(total=len(site_list), desc=f"calibrate {config.method}", disable=not progress, unit="layer")
     for group in groups:
@@ -410,15 +451,17 @@ def calibrate(
             row_select=config.row_select,
             outlier_rows=config.outlier_rows, labels=labels,
             max_tokens=config.max_tokens, micro_batch=micro_batch, seed=config.seed, device=device,
-            float_model=True)
+            float_model=True, all_rows=config.weight_correction != "none" and config.order == "parallel")
         report.passes += 1
         if config.order == "sequential":
             # inputs from the model quantized so far; gradients stay those of the float model
             seq = capture(model, images, group, grads=False, max_tokens=config.max_tokens,
-                          micro_batch=micro_batch, seed=config.seed, device=device, float_model=False)
+                          micro_batch=micro_batch, seed=config.seed, device=device, float_model=False,
+                          all_rows=config.weight_correction != "none")
             for s in group:
                 caps[s.name].inputs = seq[s.name].inputs
                 caps[s.name].stats = seq[s.name].stats
+                caps[s.name].all_inputs = seq[s.name].all_inputs
             report.passes += 1
         check_finite_captures(caps)
         report.capture_seconds += time.perf_counter() - t0

@@ -7,6 +7,7 @@ which the command line shows; every field's type is checked in one place, so a t
 from __future__ import annotations
 
 import functools
+import math
 import types
 import typing
 from dataclasses import Field, asdict, dataclass, field, fields, replace
@@ -18,8 +19,9 @@ __all__ = ["PTQConfig", "GradLoss", "Granularity", "ActivationQuantizer", "confi
 
 Granularity = Literal["tensor", "channel"]
 #: Quantizer kinds for post-softmax and post-GELU values (``ptqlib.core.quant``): uniform,
-#: twin-uniform, and the logarithmic log2, log√2 and AdaLog (shifted by GELU's minimum for GELU).
-ActivationQuantizer = Literal["uniform", "twin", "log2", "log_sqrt2", "adalog"]
+#: twin-uniform, and the logarithmic log2, log√2 and AdaLog (shifted by GELU's minimum for GELU);
+#: post-GELU only, uniform_shifted (asymmetric, its zero point at GELU's minimum).
+ActivationQuantizer = Literal["uniform", "uniform_shifted", "twin", "log2", "log_sqrt2", "adalog"]
 GradLoss = Literal["pseudo_label_ce", "label_ce", "official_kl"]
 
 
@@ -52,6 +54,10 @@ class PTQConfig:
     softmax_unsigned: bool = _f(True, "without twin softmax: all k bits for [0, 1] (the official BasePTQ signs them)")
     weight_granularity: Granularity = _f("tensor", "Linear weight scales: tensor (q, k, v apart) or channel")
     matmul_granularity: Literal["tensor", "head"] = _f("tensor", "matmul operand scales: one, or one per head")
+    reparam: bool = _f(False, "RepQ-ViT: fold per-channel post-LayerNorm scales into the LayerNorms and qkv/fc1 weights first")
+    weight_correction: Literal["none", "ridge"] = _f(
+        "none", "ERQ: ridge-correct each Linear's float weights for its quantized input before quantizing them")
+    ridge_rho: float = _f(1.0, "weight_correction: ridge strength, relative to the mean diagonal of X̂ᵀX̂")
     # calibration
     metric: MetricName = _f("hessian", "distance that scores candidate scales")
     grad_loss: GradLoss = _f("pseudo_label_ce", "loss behind the hessian metric (official_kl: the official, vanishing one)")
@@ -84,10 +90,17 @@ class PTQConfig:
             raise ValueError(f"need 0 < alpha <= beta, got alpha={self.alpha!r}, beta={self.beta!r}")
         if not 0.0 <= self.tie_tolerance < 1.0:
             raise ValueError(f"tie_tolerance must be a share from 0 (exact argmin) below 1, got {self.tie_tolerance!r}")
+        if self.weight_correction != "none" and self.rounds == 0:
+            raise ValueError("weight_correction corrects weights for the searched input scales; it needs rounds >= 1")
+        if not (self.ridge_rho > 0 and math.isfinite(self.ridge_rho)):
+            raise ValueError(f"ridge_rho must be positive and finite, got {self.ridge_rho!r}")
         if not 0.0 <= self.outlier_rows <= 1.0:
             raise ValueError(f"outlier_rows must be a share from 0 to 1, got {self.outlier_rows!r}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be positive or None")
+        if self.softmax_quantizer == "uniform_shifted":
+            raise ValueError("softmax_quantizer='uniform_shifted' is for post-GELU values; post-softmax values are "
+                             "non-negative: use 'uniform' (unsigned with softmax_unsigned=True)")
         for flag, kind in (("twin_softmax", "softmax_quantizer"), ("twin_gelu", "gelu_quantizer")):
             if getattr(self, flag) and getattr(self, kind) not in (None, "twin"):
                 raise ValueError(f"{flag}=True asks for the twin quantizer but {kind}={getattr(self, kind)!r}; "

@@ -37,7 +37,11 @@ from torch import Tensor, nn
 from ..errors import PtqlibError
 from .wrap import quantization_disabled
 
-__all__ = ["Fold", "post_layernorm_sites", "channel_ranges", "fold_parameters", "reparameterize"]
+__all__ = ["Fold", "post_layernorm_sites", "channel_ranges", "fold_parameters", "reparameterize", "folds_of",
+           "apply_folds"]
+
+#: The attribute of a model under which :func:`reparameterize` records its folds.
+FOLDS_ATTR = "ptqlib_folds"
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,10 @@ class Fold:
         channel_zero_point: ``z_c``, the per-channel (integer) zero points ``(C,)``.
         scale: ``s̃``, the one step left for the tensor.
         zero_point: ``z̃``, the common zero point.
-        ratio: ``r_c = s_c / s̃``, divided out of the LayerNorm and into the Linear weights' columns.
-        offset: ``b_c = s̃ (z̃ - z_c)``, taken off the LayerNorm's bias and added to the Linear biases.
+        ratio: ``r_c = s_c / s̃`` (float64), divided out of the LayerNorm and into the Linear weights' columns.
+        offset: ``b_c = s̃ (z̃ - z_c)`` (float64), taken off the LayerNorm's bias and added to the Linear biases.
+
+    ``ratio`` and ``offset`` are what :func:`apply_folds` needs to repeat the fold bit for bit.
     """
 
     norm: str
@@ -181,6 +187,40 @@ def _fold(norm: nn.LayerNorm, consumers: list[tuple[str, nn.Module]], r: Tensor,
                 layer.bias.copy_(layer.bias.double() + shift)
 
 
+def folds_of(model: nn.Module) -> dict[str, Fold]:
+    """The folds :func:`reparameterize` (or :func:`apply_folds`) made in ``model``; ``{}`` if none."""
+    return dict(getattr(model, FOLDS_ATTR, None) or {})
+
+
+def apply_folds(model: nn.Module, folds: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Repeat saved folds on a fresh float model: ``{norm name: (ratio, offset)}``, float64.
+
+    The same float64 arithmetic as :func:`reparameterize` on the same weights gives the same
+    folded weights, bit for bit (a loaded model's weight hash then matches the saved one).
+    Raises :class:`PtqlibError` for a model that is already folded or lacks one of the norms.
+    """
+    if folds_of(model):
+        raise PtqlibError("this model is already reparameterized; load a fresh float model to fold it")
+    sites = {name: (norm, consumers) for name, norm, consumers in post_layernorm_sites(model)}
+    missing = sorted(set(folds) - set(sites))
+    if missing:
+        raise PtqlibError(f"the model has no post-LayerNorm site {missing[0]}; the folds were made for another model")
+    for name, (r, b) in folds.items():  # check them all before folding any: a refusal changes nothing
+        norm = sites[name][0]
+        if r.shape != norm.weight.shape or b.shape != norm.weight.shape:
+            raise PtqlibError(f"the fold of {name} has {tuple(r.shape)} channels, the model's LayerNorm "
+                              f"{tuple(norm.weight.shape)}; the folds were made for another model")
+    done: dict[str, Fold] = {}
+    for name, (r, b) in folds.items():
+        norm, consumers = sites[name]
+        r, b = r.double(), b.double()
+        _fold(norm, consumers, r.to(norm.weight.device), b.to(norm.weight.device))
+        nan = torch.full_like(r, float("nan"))
+        done[name] = Fold(norm=name, consumers=tuple(n for n, _ in consumers), channel_scale=nan,
+                          channel_zero_point=nan, scale=float("nan"), zero_point=float("nan"), ratio=r, offset=b)
+    setattr(model, FOLDS_ATTR, done)
+
+
 def reparameterize(model: nn.Module, images: Tensor, bits: int = 8, *,
                    zero_point: Literal["center", "mean"] = "center", micro_batch: int | None = 8) -> dict[str, Fold]:
     """Fold per-channel post-LayerNorm scales into the LayerNorms and the Linear layers after them.
@@ -196,10 +236,13 @@ def reparameterize(model: nn.Module, images: Tensor, bits: int = 8, *,
         micro_batch: images per forward pass (None: all at once).
 
     Returns:
-        Each LayerNorm's :class:`Fold`, by the LayerNorm's name.
+        Each LayerNorm's :class:`Fold`, by the LayerNorm's name (also kept on the model:
+        :func:`folds_of`). Raises :class:`PtqlibError` for a model that is already folded.
     """
     if not isinstance(bits, int) or not 2 <= bits <= 16:
         raise ValueError(f"bits must be an integer in 2..16, got {bits!r}")
+    if folds_of(model):
+        raise PtqlibError("this model is already reparameterized; load a fresh float model to fold it again")
     sites = post_layernorm_sites(model)
     ranges = channel_ranges(model, images, {name: norm for name, norm, _ in sites}, micro_batch=micro_batch)
     folds: dict[str, Fold] = {}
@@ -208,5 +251,6 @@ def reparameterize(model: nn.Module, images: Tensor, bits: int = 8, *,
         device = norm.weight.device
         _fold(norm, consumers, r.to(device), b.to(device))
         folds[name] = Fold(norm=name, consumers=tuple(n for n, _ in consumers), channel_scale=s.float(),
-                           channel_zero_point=z.float(), scale=s_t, zero_point=z_t, ratio=r.float(), offset=b.float())
+                           channel_zero_point=z.float(), scale=s_t, zero_point=z_t, ratio=r, offset=b)
+    setattr(model, FOLDS_ATTR, folds)
     return folds

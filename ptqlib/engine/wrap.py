@@ -17,8 +17,8 @@ from .attention import QuantAttention, QuantWindowAttention
 from .config import PTQConfig
 from ..errors import PtqlibError
 from .layers import QUANT_LAYERS, QuantConv2d, QuantLinear, QuantMatMul
-from ..core.quant import (AdaLogQuantizer, Log2Quantizer, LogSqrt2Quantizer, Quantizer, TwinGeluQuantizer,
-                          TwinSoftmaxQuantizer, UniformQuantizer)
+from ..core.quant import (AdaLogQuantizer, Log2Quantizer, LogSqrt2Quantizer, Quantizer, ShiftedUniformQuantizer,
+                          TwinGeluQuantizer, TwinSoftmaxQuantizer, UniformQuantizer)
 
 __all__ = ["Site", "quantize_model", "sites", "quantizers", "set_quantization", "quantization_disabled"]
 
@@ -59,6 +59,7 @@ _POST_SOFTMAX = {
 #: The quantizer of post-GELU values (fc2's input) by ``config.gelu_quantizer``; log kinds shifted.
 _POST_GELU = {
     "uniform": lambda c: UniformQuantizer(c.a_bits),
+    "uniform_shifted": lambda c: ShiftedUniformQuantizer(c.a_bits),
     "twin": lambda c: TwinGeluQuantizer(c.a_bits),
     "log2": lambda c: Log2Quantizer(c.a_bits, signed=True),
     "log_sqrt2": lambda c: LogSqrt2Quantizer(c.a_bits, signed=True),

@@ -9,7 +9,12 @@ float weights came from and a SHA-256 of those weights, the :class:`~ptqlib.conf
 the bit-widths, each quantizer's kind, bits and enabled flag, and free-form ``info`` (seed,
 calibration files, accuracy). The float weights are *not* in the file: loading rebuilds the
 model from its checkpoint (or timm), wraps it with the saved config and sets the saved scales,
-so the loaded model computes exactly, bit for bit, what the saved one computed.
+so the loaded model computes exactly, bit for bit, what the saved one computed. A reparameterised
+model (RepQ-ViT, ``config.reparam``) also stores each fold's ratio and offset (float64) under
+``reparam.<norm>.ratio`` / ``.offset`` and the folded LayerNorms in the header's ``reparam``;
+loading repeats the folds on the float weights before it checks their hash. A model whose
+weights calibration corrected (ERQ, ``config.weight_correction``) stores those layers' weights
+under ``corrected.<layer>.weight`` (header ``corrected``); loading copies them in after the folds.
 
 **Integer export** (:func:`weight_integers`, :func:`activation_integers`, :func:`export_integers`):
 each quantized tensor as the integer codes an integer kernel would store, with the parameters
@@ -18,6 +23,7 @@ that give them values. Layouts (``LAYOUTS``), for ``k`` bits and ``n = 2^(k-1)``
 =================  ===============================================================================
 uniform_signed     two's complement ``q`` in ``[-n, n-1]``; value ``q · scale``
 uniform_unsigned   ``q`` in ``[0, 2^k - 1]``; value ``q · scale``
+uniform_shifted    ``q`` in ``[0, 2^k - 1]``; value ``q · scale - 0.16997…`` (post-GELU, asymmetric)
 twin_softmax       bit ``k-1`` is the range bit ``r``, bits ``0..k-2`` the magnitude ``q`` in
                    ``[0, n-1]``; value ``q · 2^-(k-1)`` if ``r`` else ``q · 2^-(k-1) / 2^m``
 twin_gelu          bit ``k-1`` is the sign bit ``s``, bits ``0..k-2`` the magnitude ``q`` in
@@ -52,6 +58,8 @@ from .provenance import versions
 from ..engine.config import PTQConfig
 from ..errors import PtqlibError
 from ..engine.layers import QuantConv2d, QuantLinear
+from ..engine.calibrate import CORRECTED_ATTR, corrected_layers
+from ..engine.reparam import apply_folds, folds_of
 from ..core.quant import QUANTIZER_KINDS, Quantizer, quantizer_for_layout
 from ..engine.wrap import quantize_model, quantizers, sites
 
@@ -72,8 +80,10 @@ __all__ = [
 ]
 
 FORMAT = "ptqlib-quantized"
-#: Bumped whenever a file written now could not be read correctly by an older reader.
-FORMAT_VERSION = 1
+#: Bumped whenever a file written now could not be read correctly by an older reader. Format 2
+#: added reparameterised LayerNorms (``reparam``) and corrected weights (``corrected``); a format-1
+#: file has neither and reads as before.
+FORMAT_VERSION = 2
 INTEGER_FORMAT = "ptqlib-integers"
 HEADER_KEY = "ptqlib"
 _REMAKE = "re-create it with 'python -m ptqlib quantize --save FILE'"
@@ -197,6 +207,10 @@ def save_quantized(
             tensors[f"{name}.{buf_name}"] = buf.detach().cpu().contiguous().clone()
     if not entries:
         raise PtqlibError("the model has no calibrated quantizers; run ptqlib.calibrate(model, images) before saving")
+    folds = _fold_tensors(model, tensors)
+    corrected = corrected_layers(model)
+    for name in corrected:
+        tensors[f"corrected.{name}.weight"] = model.get_submodule(name).weight.detach().cpu().contiguous().clone()
     header: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -212,6 +226,8 @@ def save_quantized(
         "a_bits": config.a_bits,
         "config": config.to_dict(),
         "quantizers": entries,
+        "reparam": folds,
+        "corrected": corrected,
         "info": info or {},
     }
     try:
@@ -220,6 +236,23 @@ def save_quantized(
         raise PtqlibError(f"info must be JSON-serializable ({error}); pass plain numbers, strings and lists") from None
     _write_safetensors(tensors, path, header)
     return header
+
+
+def _fold_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> dict[str, list[str]]:
+    """Add each fold's ``reparam.<norm>.ratio`` / ``.offset`` to ``tensors``; ``{norm: consumers}``."""
+    out = {}
+    for name, fold in folds_of(model).items():
+        tensors[f"reparam.{name}.ratio"] = fold.ratio.detach().double().cpu().contiguous().clone()
+        tensors[f"reparam.{name}.offset"] = fold.offset.detach().double().cpu().contiguous().clone()
+        out[name] = list(fold.consumers)
+    return out
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -242,7 +275,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise PtqlibError(f"{path} was written by ptqlib {writer} in format {version}, but this ptqlib "
                           f"{__version__} reads format {FORMAT_VERSION} at most; upgrade ptqlib, or quantize again "
                           "with this version ('python -m ptqlib quantize --save FILE')")
-    if version < FORMAT_VERSION:  # pragma: no cover - no older format exists yet
+    if version < 1:
         raise PtqlibError(f"{path} uses the old format {version} of ptqlib {writer}; {_REMAKE}")
     missing = [k for k in ("model", "architecture", "float_sha256", "config", "quantizers") if k not in header]
     if missing:
@@ -309,18 +342,35 @@ def load_quantized(
         raise PtqlibError(f"{path} was made for {header['architecture']}, not {_architecture(model)}; "
                           f"load it onto a fresh {header['architecture']} model")
     quantize_model(model, config)
+    tensors = _load_tensors(path, "quantized model")
+    expected: set[str] = set()
+    folds = header.get("reparam") or {}
+    if folds:
+        keys = [f"reparam.{n}.{part}" for n in folds for part in ("ratio", "offset")]
+        if any(k not in tensors for k in keys):
+            raise PtqlibError(f"{path} names folded LayerNorms but lacks their tensors; the file is corrupt: {_REMAKE}")
+        expected.update(keys)
+        apply_folds(model, {n: (tensors[f"reparam.{n}.ratio"], tensors[f"reparam.{n}.offset"]) for n in folds})
+    corrected = header.get("corrected") or []
+    for name in corrected:
+        key = f"corrected.{name}.weight"
+        layer = _submodule(model, name)
+        weight = getattr(layer, "weight", None)
+        if key not in tensors or weight is None or tensors[key].shape != weight.shape:
+            raise PtqlibError(f"{path} names corrected weights of {name} that it lacks or that do not fit the model; "
+                              f"the file is corrupt: {_REMAKE}")
+        with torch.no_grad():
+            weight.copy_(tensors[key])
+        expected.add(key)
+    if corrected:
+        setattr(model, CORRECTED_ATTR, list(corrected))
     if check_weights and float_state_hash(model) != header["float_sha256"]:
         recorded = header.get("checkpoint") or ("random weights, seed " + str(header.get("init_seed"))
                                                 if header.get("random_init") else "timm's pretrained weights")
         raise PtqlibError(f"the float weights of this {header['architecture']} differ from those {path} was "
                           f"calibrated with ({recorded}); pass that checkpoint (--checkpoint) or calibrate again")
-    tensors = _load_tensors(path, "quantized model")
-    expected: set[str] = set()
     for qname, entry in header["quantizers"].items():
-        try:
-            q = model.get_submodule(qname)
-        except AttributeError:
-            q = None
+        q = _submodule(model, qname)
         if not isinstance(q, Quantizer):
             raise PtqlibError(f"{path} has a quantizer {qname} that a {header['architecture']} wrapped with its "
                               "config does not have; the file was made for another model: load it onto the "
@@ -463,7 +513,10 @@ def export_integers(
 
     Tensors are ``<quantizer>.codes``, ``<quantizer>.scale``, ``<quantizer>.m`` and ``<quantizer>.q``; the JSON
     header (safetensors metadata ``ptqlib``) gives each quantizer's layout and bits and the
-    layouts' documentation. Returns that header.
+    layouts' documentation. A reparameterised model adds ``reparam.<norm>.ratio`` / ``.offset``
+    (the header's ``reparam`` names the LayerNorms and the Linear layers they feed): the weights'
+    codes are those of the folded weights, whose LayerNorm is ``γ / ratio``, ``β / ratio - offset``.
+    Returns that header.
 
     Args:
         model: a wrapped, calibrated model.
@@ -487,9 +540,10 @@ def export_integers(
                 if value is not None:
                     tensors[f"{name}.{key}"] = value.cpu().contiguous().clone()
             entries[name] = {"kind": kind, "layout": it.layout, "bits": it.bits, "dtype": str(dtype).removeprefix("torch.")}
+    folds = _fold_tensors(model, tensors)  # a deployment folds its float LayerNorms the same way
     header = {"format": INTEGER_FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
               "architecture": _architecture(model), "config": None if config is None else config.to_dict(),
-              "layouts": LAYOUTS, "tensors": entries}
+              "layouts": LAYOUTS, "tensors": entries, "reparam": folds}
     _write_safetensors(tensors, Path(path), header)
     return header
 

@@ -11,6 +11,7 @@ live in ``results/reference/`` (committed, each record with every image's predic
 ``sweeps/vit_tiny_calib_size.jsonl``            8 / 16 / 32 / 64 / 128 calibration images, W6A6
 ``sweeps/vit_tiny_baseline.jsonl``              BasePTQ against the official base PTQ, one change at a time
 ``sweeps/vit_tiny_stability.jsonl``             last-bit jitter of the calibration images; tie rule
+``sweeps/vit_tiny_successors.jsonl``            PTQ4ViT and its successors' quantizers, W8A8/W6A6/W4A4
 ``machines.csv``                                the same command's top-1 on other machines (no images)
 ==============================================  ================================================
 
@@ -36,7 +37,9 @@ from .models import PAPER_MODELS
 __all__ = ["REFERENCE", "Tables", "display_name", "load_tables", "correct", "accuracy_row", "pair_row", "main_table",
            "draws_table", "metric_table", "ablation_table", "calib_size_table", "baseline_table",
            "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "calib_size_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
-           "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table"]
+           "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table", "SUCCESSOR_ROWS", "PUBLISHED_SUCCESSORS",
+           "PUBLISHED_FLOAT", "OFFICIAL_REPQ", "SUCCESSOR_TARGETS", "successors_table", "best_successor",
+           "successor_claims"]
 
 #: The committed reference folder, relative to the repository root.
 REFERENCE = Path("results/reference")
@@ -53,6 +56,28 @@ OFFICIAL_BASEPTQ_W6A6 = 63.15
 #: results table); the 1300-image subset here is easier, so compare drops, not absolute top-1.
 TIMM_FULL_VAL_TOP1 = 75.5
 _NAMES = {"ptq4vit": "PTQ4ViT", "baseptq": "BasePTQ", "float": "float"}
+
+#: The successors sweep's rows (variant name -> what it is), in table order.
+SUCCESSOR_ROWS = {
+    "ptq4vit": "PTQ4ViT (twin uniform)",
+    "repq": "RepQ-ViT quantizers",
+    "adalog": "AdaLog quantizers",
+    "adalog-erq": "AdaLog quantizers + ERQ ridge correction",
+    "combined": "AdaLog + ERQ + per-head matmul scales",
+}
+#: The successors' published top-1 (calibration only, 32 images): ViT-S/224 (float 81.39) and
+#: DeiT-T/224 (float 72.21); ERQ publishes W4A4 only here.
+PUBLISHED_FLOAT = {"ViT-S": 81.39, "DeiT-T": 72.21}
+PUBLISHED_SUCCESSORS = {
+    ("ptq4vit", "W4A4"): (42.57, 36.96), ("repq", "W4A4"): (65.05, 57.43), ("erq", "W4A4"): (68.91, 60.29),
+    ("adalog", "W4A4"): (72.75, 63.52), ("ptq4vit", "W6A6"): (78.63, 69.68), ("repq", "W6A6"): (80.43, 70.76),
+    ("adalog", "W6A6"): (80.91, 71.38),
+}
+#: The official RepQ-ViT code on this model and these images (shared/data/peer-repq-vit-results.md).
+OFFICIAL_REPQ = {"W8A8": 80.62, "W6A6": 79.38, "W4A4": 32.77}
+#: The successors' targets: the drop from float that the best configuration should stay within.
+SUCCESSOR_TARGETS = {"W8A8": 0.5, "W6A6": 1.0, "W4A4": 10.0}
+_SUCCESSORS = "vit_tiny_successors"
 
 
 def display_name(record: Mapping[str, Any]) -> str:
@@ -357,6 +382,59 @@ def stability_table(t: Tables) -> pd.DataFrame:
                          " / ".join(map(str, differ)) if differ else None,
                      "std over 10 draws": d["std"] if d else None})
     return pd.DataFrame(rows)
+
+
+def _published_key(name: str) -> str:
+    return "erq" if name.endswith("-erq") else name
+
+
+def successors_table(t: Tables, bits: Sequence[str] = ("W8A8", "W6A6", "W4A4")) -> pd.DataFrame:
+    """PTQ4ViT and its successors' quantizers on ViT-Tiny: top-1 with its interval, the drop from
+    float with its paired interval, calibration seconds, beside the published drops (ViT-S, DeiT-T;
+    other models, so compare drops) and the official RepQ-ViT code's top-1 on these images."""
+    fp = t.float_record
+    rows = []
+    for b in bits:
+        for name, label in SUCCESSOR_ROWS.items():
+            r = t.find(_SUCCESSORS, name, b)
+            if r is None:
+                continue
+            row = accuracy_row(r, fp, method=label, bits=b)
+            pub = PUBLISHED_SUCCESSORS.get((_published_key(name), b))
+            row["published drop ViT-S"] = round(PUBLISHED_FLOAT["ViT-S"] - pub[0], 2) if pub else None
+            row["published drop DeiT-T"] = round(PUBLISHED_FLOAT["DeiT-T"] - pub[1], 2) if pub else None
+            row["official code"] = OFFICIAL_REPQ.get(b) if name == "repq" else None
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_successor(t: Tables, bits: str) -> dict[str, Any] | None:
+    """The successors sweep's best record at ``bits`` (highest top-1)."""
+    found = [r for n in SUCCESSOR_ROWS if (r := t.find(_SUCCESSORS, n, bits)) is not None]
+    return max(found, key=lambda r: float(r["top1"])) if found else None
+
+
+def successor_claims(t: Tables) -> pd.DataFrame:
+    """The successors' targets (the best configuration at most 0.5 / 1.0 / 10 points below float,
+    a one-sided paired z-test) and each successor against PTQ4ViT on the same images (McNemar).
+    The best is picked on these images, so its target verdict leans optimistic."""
+    fp = t.float_record
+    out = []
+    for b, margin in SUCCESSOR_TARGETS.items():
+        best = best_successor(t, b)
+        if best is not None and fp is not None:
+            out.append(pair_row(best, fp, margin=margin, claim=f"best at {b} ({SUCCESSOR_ROWS[best['method']]}) is at "
+                                f"most {margin:g} points below float"))
+    for b in SUCCESSOR_TARGETS:
+        base = t.find(_SUCCESSORS, "ptq4vit", b)
+        for name, label in SUCCESSOR_ROWS.items():
+            r = t.find(_SUCCESSORS, name, b)
+            if name != "ptq4vit" and r is not None and base is not None:
+                out.append(pair_row(r, base, claim=f"{label} beat PTQ4ViT at {b}"))
+    frame = pd.DataFrame(out)
+    if len(frame):
+        frame = frame[["claim", "effect", "95% CI", "only A", "only B", "p", "verdict"]]
+    return frame
 
 
 def claims(t: Tables) -> pd.DataFrame:

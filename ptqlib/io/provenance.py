@@ -18,9 +18,10 @@ from .. import __version__
 __all__ = ["ENGINE_MODULES", "engine_fingerprint", "versions"]
 
 #: The modules whose source decides a calibration's result (paths under ``ptqlib/``).
-ENGINE_MODULES = ("core/quant.py", "core/metrics.py", "core/search.py", "engine/layers.py", "engine/attention.py",
+ENGINE_MODULES = ("core/quant.py", "core/metrics.py", "core/search.py", "core/correction.py", "engine/layers.py",
+                  "engine/attention.py",
                   "engine/wrap.py", "engine/config.py", "engine/methods.py", "engine/capture.py",
-                  "engine/calibrate.py", "io/evaluate.py", "io/data.py")
+                  "engine/calibrate.py", "engine/reparam.py", "io/evaluate.py", "io/data.py")
 
 
 def versions() -> dict[str, str]:

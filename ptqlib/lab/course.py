@@ -23,6 +23,12 @@ Exercises (ids ``<notebook>-<letter>``; :data:`EXERCISES` words them):
   unsigned min-max uniform step on [0, 1].
 * ``03-c`` — answer: the largest split m of a 4-bit post-GELU twin quantizer with Δp = 0.5 whose
   negative levels still reach GELU's minimum −0.17.
+* ``05-a`` — answer: ``(smallest positive level, levels below 0.1)`` of a 4-bit log√2 quantizer
+  with largest level 1.
+* ``05-b`` — answer: ``(r, b)``, the fold's ratios and offsets for the two channels of
+  ``solutions.FOLD_EXAMPLE`` (2 bits, common zero point at the centre).
+* ``05-c`` — answer: the codes per octave q AdaLog picks for ``solutions.ADALOG_VALUES`` at 3 bits
+  (``values=``, ``bits=`` to grade other values).
 * ``02-a`` — answer: which of ``"mse"``, ``"l1"``, ``"cosine_token"`` picks the largest scale on
   post-softmax values (``sweep=`` the notebook's sweep; synthetic attention without it).
 * ``02-b`` — answer: the exact two-sided sign test's p-value for ``wins=``, ``losses=`` (``ties=``
@@ -43,7 +49,7 @@ from ..errors import PtqlibError
 from . import solutions
 from .fitting import fit_quantizer, fit_twin_gelu
 
-__all__ = ["EXERCISES", "grade", "check"]
+__all__ = ["EXERCISES", "ADALOG_VALUES", "FOLD_EXAMPLE", "grade", "check"]
 
 #: Every exercise, by id: what is asked, in one line.
 EXERCISES = {
@@ -62,7 +68,15 @@ EXERCISES = {
     "04-a": "the exact McNemar p-value when 37 images favour A and 26 favour B",
     "04-b": "how many calibration draws bring the standard error of a mean top-1 to 0.5 points (given the draws' std)",
     "04-c": "the width of one top-1's interval over the width of the paired drop interval (PTQ4ViT W8A8)",
+    "05-a": "the smallest positive level of a 4-bit log√2 quantizer on [0, 1], and how many levels lie below 0.1",
+    "05-b": "RepQ-ViT's fold by hand: the ratios r_c and offsets b_c of two channels at 2 bits",
+    "05-c": "the base 2^(1/q) AdaLog picks for eight given values at 3 bits (answer q)",
 }
+
+#: The values of exercise 05-c (3 bits, largest level 1).
+ADALOG_VALUES = solutions.ADALOG_VALUES
+#: The two channels of exercise 05-b: per-channel minima ``lo``, maxima ``hi``, and ``bits``.
+FOLD_EXAMPLE = solutions.FOLD_EXAMPLE
 
 
 def _mse(a: Tensor, b: Tensor) -> float:
@@ -470,6 +484,95 @@ def _grade_paired_ratio(answer: Any, tables: Any = None) -> tuple[bool, str]:
     return False, "widths are high minus low of the '95% CI' and 'drop 95% CI' columns of the PTQ4ViT W8A8 row"
 
 
+# ----------------------------------------------------------------------------- notebook 05
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _grade_log_levels(answer: Any) -> tuple[bool, str]:
+    fmt = "answer with two numbers: (smallest positive level, how many levels lie below 0.1, 0 included)"
+    try:
+        smallest, count = answer
+    except (TypeError, ValueError):
+        return False, fmt
+    smallest, count = _number(smallest), _as_int(count)
+    if smallest is None or count is None:
+        return False, fmt
+    true_smallest, true_count = solutions.log_sqrt2_levels(4, 0.1)
+    close = lambda a, b: abs(a - b) <= 0.01 * b  # noqa: E731
+    if not close(smallest, true_smallest):
+        if close(smallest, 2 ** -7.5):
+            return False, "the top code 2^k − 1 = 15 does not stand for 2^(−15/2): it means 0. Which code is the last positive one?"
+        if close(smallest, 2.0 ** -15) or close(smallest, 2.0 ** -14):
+            return False, "log√2 puts two codes in each octave: code c stands for 2^(−c/2), not 2^(−c)"
+        if close(smallest, 1 / 15):
+            return False, "that is the uniform step 1/15; the log√2 grid's levels are 2^(−c/2), c = 0 … 14"
+        return False, "code c stands for 2^(−c/2) for c = 0 … 2^k − 2; the top code 2^k − 1 means 0"
+    if count != true_count:
+        if count == true_count - 1:
+            return False, "count the level 0 too (the top code)"
+        return False, "which codes c give 2^(−c/2) < 0.1? Solve c > 2·log2(10), then add the 0"
+    return True, (f"correct: the smallest level is 2^−7 = {true_smallest:.4f} and {true_count} of the 16 levels "
+                  "lie below 0.1; a 4-bit uniform grid on [0, 1] (step 1/15) has 2 there, the twin grid with "
+                  "m = 3 has 7")
+
+
+def _grade_fold(answer: Any) -> tuple[bool, str]:
+    fmt = "answer with two pairs: ([r_0, r_1], [b_0, b_1])"
+    try:
+        r, b = ([float(x) for x in part] for part in answer)
+    except (TypeError, ValueError):
+        return False, fmt
+    if len(r) != 2 or len(b) != 2 or not all(map(math.isfinite, r + b)):
+        return False, fmt
+    true_r, true_b = solutions.fold_by_hand()
+    close = lambda a, t: all(abs(x - y) <= 1e-3 + 1e-3 * abs(y) for x, y in zip(a, t))  # noqa: E731
+    if not close(r, true_r):
+        if close(r, [1 / v for v in true_r]):
+            return False, "upside down: r_c = s_c / s̃ (the channel's step over the common one)"
+        return False, ("s_c = (max_c − min_c) / (2^k − 1) for each channel, s̃ their mean, r_c = s_c / s̃ "
+                       "(the ranges are widened to hold 0 first; here they already do)")
+    if not close(b, true_b):
+        if close(b, [-v for v in true_b]):
+            return False, "the sign: b_c = s̃ · (z̃ − z_c)"
+        s_t = 2.0
+        if close(b, [s_t * (1.5 - z) for z in (1, 2)]):
+            return False, "ptqlib's common zero point is the centre z̃ = 2^(k−1) = 2, not the mean of the z_c"
+        if close(b, [s_t * (2 - z) for z in (1, 5 / 3)]):
+            return False, "round the zero points to whole codes: z_c = round(−min_c / s_c)"
+        return False, "z_c = round(−min_c / s_c), z̃ = 2^(k−1), b_c = s̃ · (z̃ − z_c)"
+    return True, (f"correct: r = {true_r}, b = {true_b}: the LayerNorm divides by r and subtracts b, the next "
+                  "Linear's columns are multiplied by r and its bias gains W̃·b, so the model computes the same "
+                  "function while both channels now share one step s̃ = 2")
+
+
+def _grade_adalog_base(answer: Any, values: Any = None, bits: int = 3) -> tuple[bool, str]:
+    from ..core.quant import ADALOG_Q, adalog_fake
+
+    values = solutions.ADALOG_VALUES if values is None else values
+    q = _number(answer)
+    if q is None or q <= 0:
+        return False, f"answer with q, the codes per octave (one of {', '.join(f'{v:g}' for v in ADALOG_Q)})"
+    truth = solutions.adalog_pick(values, bits)
+    v = torch.as_tensor(list(values), dtype=torch.float32) if not isinstance(values, Tensor) else values.float()
+    mse = {c: float((adalog_fake(v, bits, 1.0, c) - v).double().square().mean()) for c in ADALOG_Q}
+    if abs(q - truth) < 1e-9:
+        return True, (f"correct: q = {truth:g}, base 2^(1/{truth:g}) = {2 ** (1 / truth):.3f}, MSE {mse[truth]:.2e} "
+                      f"(log2 {mse[1.0]:.2e}, log√2 {mse[2.0]:.2e})")
+    if abs(q - 2 ** (1 / truth)) < 0.01:
+        return False, "that is the base b = 2^(1/q); answer with q, the codes per octave"
+    if abs(q - 2 ** (-1 / truth)) < 0.01:
+        return False, "that is the ratio between neighbouring levels, 2^(−1/q); answer with q"
+    if q not in mse:
+        return False, f"AdaLog searches q in {', '.join(f'{c:g}' for c in ADALOG_Q)}"
+    return False, (f"q = {q:g} gives MSE {mse[q]:.2e}, another q less: the ratio between neighbouring levels is "
+                   "2^(−1/q); compare it with the ratio between neighbouring values (and mind the top code, 0)")
+
+
 _GRADERS: dict[str, Callable[..., tuple[bool, str]]] = {
     "00-a": _grade_asymmetric,
     "00-b": _grade_twin_levels,
@@ -486,6 +589,9 @@ _GRADERS: dict[str, Callable[..., tuple[bool, str]]] = {
     "04-a": _grade_mcnemar,
     "04-b": _grade_draws,
     "04-c": _grade_paired_ratio,
+    "05-a": _grade_log_levels,
+    "05-b": _grade_fold,
+    "05-c": _grade_adalog_base,
 }
 
 

@@ -1,9 +1,12 @@
-"""Uniform and twin-uniform quantizers fitted to a set of values (lowest MSE), as objects that
-know their levels (for drawing the grid), their steps, their codes and their error.
+"""Quantizers fitted to a set of values (lowest MSE), as objects that know their levels (for
+drawing the grid), their steps, their codes and their error.
 
 * :func:`fit_quantizer` (and :func:`fit_uniform`, :func:`fit_twin_softmax`,
-  :func:`fit_twin_gelu`) — a :class:`FittedQuantizer`.
-* :func:`quantizer_error_table` — uniform vs twin-uniform error per kind, block and bit-width.
+  :func:`fit_twin_gelu`) — a uniform or twin-uniform :class:`FittedQuantizer`.
+* :func:`fit_kind` — any kind of :mod:`ptqlib.core.quant` (log2, log√2, AdaLog, shifted uniform, ...),
+  searched over the quantizer's own ``search_space()``.
+* :func:`quantizer_error_table` — uniform vs twin-uniform error per kind, block and bit-width;
+  :func:`kind_error_table` — any set of kinds (:func:`fits_from_table`: its quantizers back).
 * :func:`split_search` — the error for every split ``m``; :func:`bit_layout` — codes bit by bit.
 """
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import functools
+import inspect
 
 import torch
 from torch import Tensor
@@ -25,7 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["FIT_GRID", "TWIN_GELU_SPLITS", "FittedQuantizer", "fit_uniform", "fit_twin_softmax", "fit_twin_gelu",
-           "fit_quantizer", "quantizer_error_table", "zero_rounding_table", "split_search", "bit_layout"]
+           "fit_quantizer", "fit_kind", "KIND_CHOICES", "quantizer_error_table", "kind_error_table", "fits_from_table",
+           "zero_rounding_table", "split_search", "bit_layout"]
 
 
 #: The paper's search grid for scale multipliers (α = 0.01, β = 1.2, n = 100).
@@ -55,22 +60,27 @@ def _sample(values: Tensor, limit: int, seed: int = 0) -> tuple[Tensor, Tensor]:
 
 @dataclass(frozen=True)
 class FittedQuantizer:
-    """A quantizer with its parameters fixed: ``kind`` is ``uniform``, ``twin-softmax`` or
-    ``twin-gelu``; ``scale`` (uniform step, or the positive step of twin GELU), ``m`` (the
-    split: fine step = coarse step / 2^m), ``signed`` (uniform only)."""
+    """A quantizer with its parameters fixed: ``kind`` is a key of
+    :data:`~ptqlib.core.quant.QUANTIZER_KINDS` (``uniform``, ``twin-softmax``, ``twin-gelu``,
+    ``uniform-shifted``, ``log2``, ``log-sqrt2``, ``adalog``); ``scale`` (uniform step, the
+    positive step of twin GELU, or the largest level of a logarithmic quantizer), ``m`` (the
+    split: fine step = coarse step / 2^m), ``q`` (AdaLog's codes per octave: base 2^(1/q)),
+    ``signed`` (uniform: signed codes; logarithmic: shifted by GELU's minimum, for post-GELU
+    values). Parameters a kind does not have are ignored."""
 
     kind: str
     bits: int
     scale: float = 1.0
     m: int = 0
     signed: bool = True
+    q: float = 2.0
 
     @functools.cached_property
     def quantizer(self) -> Quantizer:
         """The ``ptqlib.core.quant`` quantizer with these parameters: it does all the maths."""
         if self.kind not in QUANTIZER_KINDS:
             raise ValueError(f"unknown quantizer kind {self.kind!r}; choose one of {', '.join(QUANTIZER_KINDS)}")
-        return QUANTIZER_KINDS[self.kind].build(self.bits, signed=self.signed, scale=self.scale, m=self.m)
+        return QUANTIZER_KINDS[self.kind].build(self.bits, signed=self.signed, scale=self.scale, m=self.m, q=self.q)
 
     def fake(self, x: Tensor) -> Tensor:
         """Fake-quantize ``x`` (exactly what the engine's quantizer computes)."""
@@ -188,6 +198,115 @@ def fit_quantizer(values: Tensor, quantizer: str, bits: int, twin: str | None) -
     if quantizer != "twin-uniform":
         raise PtqlibError(f"unknown quantizer {quantizer!r}; choose uniform or twin-uniform")
     return fit_twin_softmax(values, bits) if twin == "softmax" else fit_twin_gelu(values, bits)
+
+
+#: The kinds :func:`kind_error_table` fits by default, per kind of values: what PTQ4ViT, RepQ-ViT
+#: and AdaLog put on post-softmax and post-GELU values (``twin`` is the twin kind of the values).
+KIND_CHOICES = {
+    "softmax": ("uniform", "twin-softmax", "log2", "log-sqrt2", "adalog"),
+    "gelu": ("uniform", "uniform-shifted", "twin-gelu", "log2", "log-sqrt2", "adalog"),
+}
+
+
+def _candidates(space: dict[str, Tensor | None], start: dict[str, Tensor], grid: Tensor) -> dict[str, Tensor]:
+    """Every combination of the search space's values, one column per parameter: ``None`` means
+    ``grid`` times the start value (the min-max one); parameters outside the space keep their start."""
+    axes = {name: (grid * float(start[name]) if vals is None else vals.float()) for name, vals in space.items()}
+    if not axes:
+        return {name: v.reshape(1).float() for name, v in start.items()}
+    mesh = torch.meshgrid(*axes.values(), indexing="ij")
+    out = {name: m.reshape(-1) for name, m in zip(axes, mesh)}
+    count = next(iter(out.values())).numel()
+    for name, v in start.items():
+        out.setdefault(name, v.float().reshape(1).expand(count))
+    return out
+
+
+def fit_kind(values: Tensor, kind: str, bits: int, *, signed: bool | None = None, limit: int = 50_000,
+             grid: Tensor = FIT_GRID) -> FittedQuantizer:
+    """The quantizer of ``kind`` (a key of :data:`~ptqlib.core.quant.QUANTIZER_KINDS`) of lowest
+    MSE on ``values``, searched as calibration would: the quantizer's start parameters come from
+    ``minmax_params`` and every combination of its ``search_space()`` is scored (a parameter
+    without candidates, such as a scale, takes ``grid`` times its min-max value, the paper's
+    0.01 … 1.2). So log2 on post-softmax values keeps its largest level at 1 (nothing searched),
+    log√2 searches it, AdaLog searches its base 2^(1/q) over :data:`~ptqlib.core.quant.ADALOG_Q`
+    (and, shifted for post-GELU values, its scale too).
+
+    ``signed`` defaults to whether the values have negatives: for the logarithmic kinds it means
+    *shifted by GELU's minimum* (post-GELU values), for uniform signed codes. ``uniform``,
+    ``twin-softmax`` and ``twin-gelu`` use :func:`fit_uniform`, :func:`fit_twin_softmax` and
+    :func:`fit_twin_gelu` (the same search, done faster).
+
+    >>> v = torch.tensor([1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625])   # powers of 2
+    >>> fq = fit_kind(v, "adalog", 3, signed=False)    # base 2 (q = 1) puts a level on each
+    >>> fq.q, fq.mse(v)
+    (1.0, 0.0)
+    """
+    if kind not in QUANTIZER_KINDS:
+        raise PtqlibError(f"unknown quantizer kind {kind!r}; choose one of {', '.join(QUANTIZER_KINDS)}")
+    v = values.detach().reshape(-1).float()
+    if v.numel() == 0:
+        raise PtqlibError("no values to fit a quantizer to")
+    signed = bool(v.min() < 0) if signed is None else signed
+    if kind == "uniform":
+        return fit_uniform(v, bits, signed=signed, limit=limit)
+    if kind == "twin-softmax":
+        return fit_twin_softmax(v, bits, limit=limit)
+    if kind == "twin-gelu":
+        return fit_twin_gelu(v, bits, limit=limit)
+    cls = QUANTIZER_KINDS[kind]
+    quantizer = cls(bits, signed=signed) if "signed" in inspect.signature(cls.__init__).parameters else cls(bits)
+    start = quantizer.minmax_params({"absmax": v.abs().max(), "max": v.max(), "min": v.min()})
+    cands = _candidates(quantizer.search_space(), start, grid)
+    x, w = _sample(v, limit)
+    count = next(iter(cands.values())).numel()
+    errs = []
+    for i in range(0, count, 16):
+        params = {name: c[i:i + 16].reshape(-1, 1) for name, c in cands.items()}
+        errs.append(((quantizer.fake_with(x.unsqueeze(0), params) - x).square() * w).sum(1).double())
+    best = int(torch.cat(errs).argmin())
+    chosen = {name: float(c[best]) for name, c in cands.items()}
+    return FittedQuantizer(kind, bits, scale=chosen.get("scale", 1.0), m=int(chosen.get("m", 0)), signed=signed,
+                           q=chosen.get("q", 2.0))
+
+
+def kind_error_table(acts: Activations, bits: int, kinds: Sequence[str] = ("post-softmax", "post-GELU"),
+                     choices: dict[str, Sequence[str]] | None = None) -> "pd.DataFrame":
+    """MSE of every quantizer kind of ``choices`` (default :data:`KIND_CHOICES`) fitted with
+    :func:`fit_kind` to each captured block's values of ``kinds`` at ``bits``; one row per kind of
+    values, block and quantizer, with its MSE over the twin-uniform quantizer's and what was fitted
+    (``signed``, and ``scale``, ``m``, ``q``: the parameters the kind has, else empty);
+    :func:`fits_from_table` gives the quantizers back."""
+    import pandas as pd
+
+    choices = KIND_CHOICES if choices is None else choices
+    rows = []
+    for kind in kinds:
+        twin = KINDS[kind].twin
+        for block in acts.blocks:
+            v = acts.values(kind, block)
+            for name in choices[twin]:
+                fq = fit_kind(v, name, bits, signed=False if twin == "softmax" else None)
+                own = fq.quantizer.params()
+                rows.append({"values": kind, "block": block, "quantizer": name, "bits": bits, "signed": fq.signed,
+                             "mse": fq.mse(v), "scale": fq.scale if "scale" in own else None,
+                             "m": fq.m if "m" in own else None, "q": fq.q if "q" in own else None})
+    df = pd.DataFrame(rows)
+    twin = df[df["quantizer"].str.startswith("twin")].set_index(["values", "block"])["mse"].to_dict()
+    df["mse / twin"] = [m / twin.get((k, b), float("nan")) for k, b, m in zip(df["values"], df["block"], df["mse"])]
+    return df
+
+
+def fits_from_table(table: "pd.DataFrame") -> dict[tuple[str, int], dict[str, FittedQuantizer]]:
+    """The quantizers of a :func:`kind_error_table`, by ``(values, block)`` and quantizer kind
+    (no new fit: the parameters the table holds)."""
+    out: dict[tuple[str, int], dict[str, FittedQuantizer]] = {}
+    for row in table.to_dict("records"):
+        given = {k: row[k] for k in ("scale", "m", "q") if row.get(k) is not None and row[k] == row[k]}
+        fq = FittedQuantizer(row["quantizer"], int(row["bits"]), signed=bool(row["signed"]),
+                             **{k: int(v) if k == "m" else float(v) for k, v in given.items()})
+        out.setdefault((row["values"], int(row["block"])), {})[row["quantizer"]] = fq
+    return out
 
 
 def quantizer_error_table(acts: Activations, bits_list: Sequence[int] = (4, 6, 8),

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..io import experiments as paper
 
-__all__ = ["plot_main", "plot_draws", "plot_variants", "plot_calib_size"]
+__all__ = ["plot_main", "plot_draws", "plot_variants", "plot_calib_size", "plot_successors"]
 
 _PALETTE = sns.color_palette("colorblind")
 
@@ -130,4 +130,42 @@ def plot_calib_size(t: paper.Tables) -> Figure:
     ax_t.set_xlabel("calibration images")
     ax_t.set_ylabel("calibration time (s)")
     ax_t.set_title("mean calibration time as measured\n(2-core CPU; other jobs shared it at times)", fontsize=10)
+    return fig
+
+
+def plot_successors(t: paper.Tables) -> Figure:
+    """The successors table (notebook 05) as drops from float per bit-width, one bar per method with
+    its paired 95 % interval; the official RepQ-ViT code on the same images as a dashed line on the
+    RepQ-ViT bar, the published drop on ViT-S as a cross (another model: the order of magnitude),
+    and the target drop as a dotted line. ``PTQ4ViT-ch``: PTQ4ViT with per-channel weights."""
+    table = paper.successors_table(t)
+    fp = float(t.float_record["top1"])
+    bits = list(dict.fromkeys(table.bits))
+    names = list(paper.SUCCESSOR_ROWS.values())
+    colors = dict(zip(names, _PALETTE))
+    abbrev = {"ptq4vit": "PTQ4ViT", "ptq4vit-channel": "PTQ4ViT-ch", "repq": "RepQ-ViT", "adalog": "AdaLog",
+              "adalog-erq": "AdaLog+ERQ"}
+    short = {label: abbrev.get(name, name) for name, label in paper.SUCCESSOR_ROWS.items()}
+    fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.9), layout="constrained")
+    for ax, b in zip(np.atleast_1d(axes), bits):
+        part = table[table.bits == b].reset_index(drop=True)
+        _drop_bars(ax, part, fp, [short[m] for m in part.method], [colors[m] for m in part.method],
+                   list(part.get("official code", [])))
+        published = part["published drop ViT-S"].to_numpy(dtype=float)
+        ax.plot(np.arange(len(part)), published, "x", color="black", ms=7, mew=1.5)
+        target = paper.SUCCESSOR_TARGETS.get(b)
+        if target is not None:
+            ax.axhline(target, color=_PALETTE[3], ls=":", lw=1.5)
+        lo, hi = ax.get_ylim()
+        top = np.nanmax(np.concatenate([[hi], published * 1.1, [(target or 0) * 1.15]]))
+        ax.set_ylim(lo, top)
+        ax.set_title(b)
+    handles = [plt.Line2D([], [], color="black", ls="--"), plt.Line2D([], [], color="black", marker="x", ls="none"),
+               plt.Line2D([], [], color=_PALETTE[3], ls=":")]
+    fig.legend(handles, ["official RepQ-ViT code, same images", "published drop, ViT-S (another model)",
+                         "target drop"], loc="outside lower center", ncols=3, frameon=False,
+               title="PTQ4ViT-ch: PTQ4ViT with per-channel weights; AdaLog+ERQ: with ERQ's ridge weight correction",
+               title_fontsize=8)
+    fig.suptitle(f"ViT-Tiny, {int(t.float_record['eval_images'])} images: top-1 drop from float ({fp:.2f} %); "
+                 "bars: paired 95 % interval")
     return fig

@@ -45,6 +45,9 @@ __all__ = [
     "plot_error_curves",
     "plot_split_search",
     "twin_figure",
+    "plot_sensitivity",
+    "plot_quantizer_levels",
+    "plot_channel_ranges",
     "METRIC_STYLES",
     "metric_style",
     "plot_sweeps",
@@ -1126,4 +1129,115 @@ def scale_gallery(study: "ScaleStudy", operand: str, bits: int, quantizer: str =
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(f"{study.model_name}: {operand}, {bits}-bit {quantizer}, every block — levels at the {metric} pick; "
                  "dashed: where each metric's pick ends the range", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- notebook 05
+
+#: Level colours of the logarithmic kinds (by their ``level_groups`` names).
+COLORS.update({"log2 levels": "#2ca02c", "log√2 levels": "#9467bd", "AdaLog levels": "#8c564b"})
+
+
+def plot_sensitivity(frame, *, fp_top1: float | None = None, title: str = "") -> Figure:
+    """:func:`ptqlib.lab.successors.sensitivity_frame` as horizontal seaborn bars: the drop from
+    float with one quantizer group on at a time (single groups by drop, then the totals), coloured
+    by weight / activation / total; groups the successors changed are starred."""
+    import pandas as pd
+    import seaborn as sns
+
+    data = frame.assign(label=[f"{g} ★" if fix else g for g, fix in zip(frame["quantized"], frame["successors changed it"])])
+    fig = _figure(7.5, 0.3 * len(data) + 1.4)
+    ax = fig.subplots()
+    palette = {"weight": "#4c72b0", "activation": "#dd8452", "total": "0.45"}
+    sns.barplot(data=data, y="label", x="top1_drop", hue="operand", dodge=False, palette=palette, ax=ax,
+                hue_order=[h for h in ("activation", "weight", "total") if h in set(data["operand"])])
+    for i, v in enumerate(pd.to_numeric(data["top1_drop"])):
+        ax.annotate(f"{v:.2f}", (max(float(v), 0.0), i), xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize=7.5)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_ylabel("")
+    ax.set_xlabel("top-1 drop from float (points), only this group quantized")
+    ax.set_xlim(min(0.0, float(data["top1_drop"].min()) * 1.1), float(data["top1_drop"].max()) * 1.15 + 0.5)
+    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title((title + "\n" if title else "") + "★ RepQ-ViT and AdaLog changed this activation's quantizer "
+                 "(and both quantize every weight per output channel)", fontsize=9)
+    return fig
+
+
+def plot_quantizer_levels(values: Mapping[str, Tensor], fits: Mapping[str, Mapping[str, FittedQuantizer]], *,
+                          title: str = "") -> Figure:
+    """One column per set of values (``values[label]``, the label starting with its kind, e.g.
+    ``"post-softmax, block 2"``), one row per fitted quantizer (``fits[label][name]``): the values'
+    histogram (log counts) with the quantizer's levels on top and its MSE in the title. Post-softmax values on a log x-axis (the level 0 cannot be shown
+    there: the grey band is what rounds to 0), the others on the axis :func:`value_axis` picks."""
+    kinds = list(values)
+    rows = max(len(fits[k]) for k in kinds)
+    fig = _figure(5.2 * len(kinds), 1.35 * rows + 0.8)
+    axes = np.atleast_2d(fig.subplots(rows, len(kinds), squeeze=False))
+    for j, kind in enumerate(kinds):
+        v = values[kind].float().reshape(-1)
+        twin = next((k.twin for name, k in KINDS.items() if kind.startswith(name)), None)  # "post-softmax, block 2"
+        for i in range(rows):
+            ax = axes[i, j]
+            if i >= len(fits[kind]):
+                ax.set_visible(False)
+                continue
+            name, fq = list(fits[kind].items())[i]
+            vax = value_axis(v, twin=twin)
+            bins = vax.bins(_with_levels(v, fq), 90)
+            draw_histogram(ax, v, vax, bins)
+            lo, hi = float(bins[0]), float(bins[-1])
+            draw_levels(ax, fq, vax, lo, hi, min_gap=0.004)
+            if vax.scale == "log":
+                to_zero = fq.fake(v) == 0
+                zero = float(to_zero.double().mean())
+                gone = v[to_zero & (v > 0)]
+                if gone.numel():  # the largest value that rounds to 0: everything left of it does
+                    ax.axvspan(lo, min(float(gone.max()), hi), color="0.85", alpha=0.7, zorder=0)
+                ax.text(0.01, 0.9, f"→ 0: {zero:.0%}", transform=ax.transAxes, fontsize=7, va="top")
+            ax.set_xlim(lo, hi)
+            vax.set_ticks(ax, lo, hi)
+            ax.set_ylabel("")
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"{kind}: {name}, MSE {fq.mse(v):.3g}", fontsize=8.5)
+            _light_log_ticks(ax)
+        axes[min(rows, len(fits[kind])) - 1, j].set_xlabel(value_axis(v, twin=twin).label("value"), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_channel_ranges(study, *, title: str = "") -> Figure:
+    """:class:`ptqlib.lab.successors.ReparamStudy`: each channel's range (min to max) of the
+    LayerNorm output before and after the fold, with the range of one per-tensor min-max grid
+    (before) and of the fold's per-tensor grid (after)."""
+    fig = _figure(9.5, 5.0)
+    axes = fig.subplots(2, 1)
+    k = study.bits
+    for ax, folded in zip(axes, (False, True)):
+        lo, hi = (t.numpy() for t in study.ranges(folded))
+        c = np.arange(lo.size)
+        ax.vlines(c, lo, hi, color="#1f77b4" if not folded else "#2ca02c", lw=1.0)
+        width = hi - lo
+        if folded:
+            s = study.fold.scale
+            top, bottom = (2 ** (k - 1) - 1) * s, -(2 ** (k - 1)) * s
+            ax.axhspan(bottom, top, color="#2ca02c", alpha=0.1, lw=0)
+            ax.set_title(f"after the fold: {study.norm} output X̃ = X / r − b; the per-tensor {k}-bit grid with step "
+                         f"s̃ = {s:.3g} spans [{bottom:.2g}, {top:.2g}] (band); largest / median channel range "
+                         f"{width.max() / max(float(np.median(width)), 1e-12):.1f}", fontsize=9)
+        else:
+            absmax = float(np.abs(np.concatenate([lo, hi])).max())
+            step = absmax / (2 ** (k - 1) - 1)
+            ax.axhspan(-absmax, absmax, color="#1f77b4", alpha=0.08, lw=0)
+            ax.set_title(f"before: {study.norm} output X per channel; one per-tensor {k}-bit min-max grid "
+                         f"(step {step:.3g}) spans ±{absmax:.3g} (band); largest / median channel range "
+                         f"{width.max() / max(float(np.median(width)), 1e-12):.1f}", fontsize=9)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xlim(-1, lo.size)
+        ax.set_ylabel("min … max")
+    axes[1].set_xlabel("channel")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SOLUTIONS", "asymmetric_fake", "twin_levels_and_split", "rounding_mse_ratio", "heaviest_head",
            "twin_loses_blocks", "outlier_zero_share", "twin_dead_zone", "fine_step_vs_uniform", "largest_gelu_split",
-           "post_softmax_picks", "largest_scale_metric", "sign_test_by_hand", "constant_gradient_pick", "show"]
+           "post_softmax_picks", "largest_scale_metric", "sign_test_by_hand", "constant_gradient_pick", "mcnemar_by_hand",
+           "draws_for_standard_error", "paired_interval_ratio", "FOLD_EXAMPLE", "ADALOG_VALUES", "log_sqrt2_levels",
+           "fold_by_hand", "adalog_pick", "show"]
 
 
 def asymmetric_fake(x: Tensor, bits: int) -> Tensor:
@@ -303,6 +305,65 @@ def paired_interval_ratio(tables) -> float:
     return (hi - lo) / (dhi - dlo)
 
 
+# ----------------------------------------------------------------------------- notebook 05
+
+#: 05-b: per-channel minima and maxima of a two-channel LayerNorm output, folded at 2 bits.
+FOLD_EXAMPLE = {"lo": (-1.0, -5.0), "hi": (2.0, 4.0), "bits": 2}
+#: 05-c: the values whose AdaLog base is asked for (3 bits, largest level s = 1).
+ADALOG_VALUES = (1.0, 0.62, 0.40, 0.25, 0.16, 0.10, 0.063, 0.05)
+
+
+def log_sqrt2_levels(bits: int = 4, below: float = 0.1) -> tuple[float, int]:
+    """05-a: (smallest positive level, how many levels lie below ``below``, 0 included) of a
+    ``bits``-bit log√2 quantizer with largest level s = 1 (post-softmax values in [0, 1]).
+
+    Code c stands for 2^(−c/2) (two codes per octave), except the top code 2^k − 1 = 15, which
+    means 0. So the positive levels are 2^0, 2^−0.5, …, 2^−7 (codes 0 … 14): the smallest is
+    2^−7 = 1/128 = 0.0078. Below 0.1: 2^(−c/2) < 0.1 for c > 2·log2(10) = 6.64, codes 7 … 14,
+    eight levels, and the 0: nine of the sixteen. A 4-bit unsigned uniform grid on [0, 1] (step
+    1/15) has two levels there (0 and 1/15), the twin-uniform grid with m = 3 seven (0 … 6/64):
+    the log grid spends most of its codes where most attention probabilities lie.
+    """
+    from ..core.quant import LogSqrt2Quantizer
+
+    levels = LogSqrt2Quantizer(bits).set(scale=torch.tensor(1.0)).level_groups()["log√2 levels"]
+    return float(levels[levels > 0].min()), int((levels < below).sum())
+
+
+def fold_by_hand(lo: Sequence[float] = FOLD_EXAMPLE["lo"], hi: Sequence[float] = FOLD_EXAMPLE["hi"],
+                 bits: int = FOLD_EXAMPLE["bits"]) -> tuple[list[float], list[float]]:
+    """05-b: RepQ-ViT's fold of two channels by hand: the ratios r_c and the offsets b_c.
+
+    Per channel the min-max step s_c = (max − min) / (2^k − 1) and zero point z_c = round(−min / s_c):
+    channel 0: s = 3/3 = 1, z = round(1/1) = 1; channel 1: s = 9/3 = 3, z = round(5/3) = round(1.67) = 2.
+    One step for the tensor, s̃ = mean(s_c) = 2, and ptqlib's common zero point, the centre
+    z̃ = 2^(k−1) = 2. Then r_c = s_c / s̃ = (0.5, 1.5) and b_c = s̃ · (z̃ − z_c) = (2·1, 2·0) = (2, 0).
+    The LayerNorm's γ and β are divided by r (β also loses b), the next Linear's columns are
+    multiplied by r and its bias gains W̃·b: X̃ = X / r − b, and (X̃ + b) W̃ᵀ = X Wᵀ.
+    ``ptqlib.engine.reparam.fold_parameters`` does the same:
+    """
+    from ..engine.reparam import fold_parameters
+
+    *_, r, b = fold_parameters(torch.tensor(lo), torch.tensor(hi), bits)
+    return [round(v, 6) for v in r.tolist()], [round(v, 6) for v in b.tolist()]
+
+
+def adalog_pick(values: Sequence[float] = ADALOG_VALUES, bits: int = 3) -> float:
+    """05-c: the codes per octave q (base 2^(1/q)) AdaLog picks for ``values`` at ``bits``, largest
+    level s = 1: the q of ``ADALOG_Q`` whose grid has the lowest MSE on the values.
+
+    Neighbouring values fall by a factor of about 0.62 ≈ 2^(−2/3): a grid with q = 1.5 codes per
+    octave (levels 1, 0.63, 0.40, 0.25, 0.157, 0.099, 0.0625, then 0) puts a level on almost every
+    value; log2 (q = 1: 1, 0.5, 0.25, …) and log√2 (q = 2: 1, 0.71, 0.5, …) miss most of them.
+    Trying every q, as calibration does (``fitting.fit_kind(values, "adalog", 3)``):
+    """
+    from ..core.quant import ADALOG_Q, adalog_fake
+
+    v = torch.tensor(list(values), dtype=torch.float32)
+    mse = {q: float((adalog_fake(v, bits, 1.0, q) - v).double().square().mean()) for q in ADALOG_Q}
+    return min(mse, key=mse.__getitem__)
+
+
 SOLUTIONS: dict[str, Callable] = {
     "00-a": asymmetric_fake,
     "00-b": twin_levels_and_split,
@@ -319,6 +380,9 @@ SOLUTIONS: dict[str, Callable] = {
     "04-a": mcnemar_by_hand,
     "04-b": draws_for_standard_error,
     "04-c": paired_interval_ratio,
+    "05-a": log_sqrt2_levels,
+    "05-b": fold_by_hand,
+    "05-c": adalog_pick,
 }
 
 

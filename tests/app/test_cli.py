@@ -238,3 +238,23 @@ def test_generated_flags_reach_the_config(image_folder: Path, tmp_path: Path, ca
     assert on["twin_gelu"] is True and on["twin_softmax"] is False and on["matmul_granularity"] == "head"
     assert on["max_tokens"] == 1024  # not given: the preset's value
     assert "TwinGeluQuantizer" in on_kinds and "TwinSoftmaxQuantizer" not in on_kinds
+
+
+# ----------------------------------------------------------------------------- PTQ4ViT's successors
+
+
+def test_successor_preset_quantizes_saves_and_evaluates_alike(image_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """The successors' presets (reparameterised LayerNorms, corrected weights) through the command
+    line: the saved model, loaded by ``evaluate``, scores what the calibrated one scored."""
+    monkeypatch.delenv("PTQLIB_DATA", raising=False)
+    method, extra = "adalog", ["--weight-correction", "ridge"]
+    saved, first, second = tmp_path / "m.safetensors", tmp_path / "q.json", tmp_path / "e.json"
+    assert main(["quantize", "--model", "test_vit", "--random-init", "--method", method, "--w-bits", "4",
+                 "--a-bits", "4", *extra, "--calib-dir", str(image_folder), "--val-dir", str(image_folder),
+                 "--calib-size", "4", "--no-progress", "--save", str(saved), "--output", str(first)]) == 0
+    result = json.loads(first.read_text())
+    assert result["method"] == method and result["config"]["reparam"] is True
+    assert main(["evaluate", "--quantized", str(saved), "--val-dir", str(image_folder), "--no-progress",
+                 "--output", str(second)]) == 0
+    again = json.loads(second.read_text())
+    assert (again["top1"], again["top5"], again["saved_top1"]) == (result["top1"], result["top5"], result["top1"])

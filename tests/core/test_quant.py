@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ptqlib.core.quant import (
+    ShiftedUniformQuantizer,
+    GELU_SHIFT,
     QUANTIZER_KINDS,
     Quantizer,
     TwinGeluQuantizer,
@@ -508,7 +510,8 @@ def test_minmax_step_hand_values():
 
 def _calibrated_examples() -> list[Quantizer]:
     return [UniformQuantizer(4).set(scale=t(0.25)), UniformQuantizer(4, signed=False).set(scale=t(0.1)),
-            TwinSoftmaxQuantizer(4).set(m=2), TwinGeluQuantizer(4).set(scale=t(0.5), m=3)]
+            TwinSoftmaxQuantizer(4).set(m=2), TwinGeluQuantizer(4).set(scale=t(0.5), m=3),
+            ShiftedUniformQuantizer(4).set(scale=t(0.2))]
 
 
 @pytest.mark.parametrize("q", _calibrated_examples(), ids=lambda q: q.layout)
@@ -525,8 +528,25 @@ def test_each_kind_owns_its_maths_layout_and_parameters(q):
     assert q.calibrated and q.enabled
 
 
+def test_shifted_uniform_4bit_hand_values():
+    """Δ = 0.2, shift s = 0.16997: code c = clamp(round((x + s) / 0.2), 0, 15), value 0.2 c - s."""
+    q = ShiftedUniformQuantizer(4).set(scale=t(0.2))
+    s = GELU_SHIFT
+    x = t([-1.0, -s, 0.0, 0.1, 0.5, 2.83, 9.0])
+    # (x + s) / 0.2 = <0, 0, 0.85, 1.35, 3.35, 15.0, >15  ->  codes 0, 0, 1, 1, 3, 15, 15
+    assert q.codes(x).tolist() == [0, 0, 1, 1, 3, 15, 15]
+    assert torch.allclose(q.fake(x), t([0.0, 0.0, 0.2, 0.2, 0.6, 3.0, 3.0]) - s)
+    assert (q.layout, q.code_range(), q.signed) == ("uniform_shifted", (0, 15), False)
+    # min-max: the largest value plus the shift spread over 2^k - 1 steps
+    start = q.minmax_params({"absmax": t(3.0), "max": t(2.83)})["scale"]
+    assert float(start) == pytest.approx((2.83 + s) / 15)
+    assert float(ShiftedUniformQuantizer(4).minmax_params({"absmax": t(1.5)})["scale"]) == pytest.approx((1.5 + s) / 15)
+    # 16 levels from -s: a signed 4-bit uniform quantizer on the same range has 8 of them above -s
+    assert torch.allclose(q.level_groups()["uniform"], torch.arange(16, dtype=torch.float64) * 0.2 - s)
+
+
 def test_layouts_code_ranges_and_kinds_by_hand():
-    u, un, ts, tg = _calibrated_examples()
+    u, un, ts, tg, _ = _calibrated_examples()
     assert (u.layout, un.layout, ts.layout, tg.layout) == ("uniform_signed", "uniform_unsigned", "twin_softmax", "twin_gelu")
     assert (u.code_range(), un.code_range(), ts.code_range(), tg.code_range()) == ((-8, 7), (0, 15), (0, 15), (0, 15))
     assert {"uniform", "twin-softmax", "twin-gelu"} <= set(QUANTIZER_KINDS)  # the log kinds: test_quant_log.py
@@ -566,7 +586,7 @@ def test_search_spaces():
 
 
 def test_steps_levels_and_code_fields_by_hand():
-    u, _, ts, tg = _calibrated_examples()
+    u, _, ts, tg, _ = _calibrated_examples()
     assert u.steps() == {"step": 0.25} and u.level_groups()["uniform"].tolist() == [i * 0.25 for i in range(-8, 8)]
     assert ts.steps() == {"fine": 1 / 32, "coarse": 1 / 8}
     assert tg.steps() == {"positive": 0.5, "negative": 0.0625}

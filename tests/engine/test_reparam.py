@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from ptqlib import PtqlibError, calibrate, get_method, quantize_model
-from ptqlib.engine.reparam import Fold, channel_ranges, fold_parameters, post_layernorm_sites, reparameterize
+from ptqlib import load_model
+from ptqlib.engine.reparam import (Fold, apply_folds, channel_ranges, fold_parameters, folds_of, post_layernorm_sites,
+                                   reparameterize)
 from ptqlib.engine.wrap import quantization_disabled, quantizers
 
 from helpers import random_images, tiny_vit
@@ -100,8 +102,10 @@ def test_function_is_unchanged(folded):
             assert _relative_error(model(x), float_model(x)) <= 1e-5
     # the weights did change: γ / r, and the Linear columns times r
     f = folds["blocks.0.norm1"]
-    assert torch.allclose(model.blocks[0].norm1.weight, float_model.blocks[0].norm1.weight / f.ratio, rtol=1e-6)
-    assert torch.allclose(model.blocks[0].attn.qkv.weight, float_model.blocks[0].attn.qkv.weight * f.ratio,
+    assert f.ratio.dtype == f.offset.dtype == torch.float64  # what apply_folds needs to repeat the fold exactly
+    assert torch.allclose(model.blocks[0].norm1.weight.double(), float_model.blocks[0].norm1.weight / f.ratio,
+                          rtol=1e-6)
+    assert torch.allclose(model.blocks[0].attn.qkv.weight.double(), float_model.blocks[0].attn.qkv.weight * f.ratio,
                           rtol=1e-6)
     assert float(f.ratio.max() / f.ratio.min()) > 10  # the channels really were spread
 
@@ -199,3 +203,121 @@ def test_swin_blocks_and_patch_merging():
     with torch.no_grad():
         x = random_images(2, size=56, seed=4)
         assert _relative_error(model(x), float_model(x)) <= 1e-5
+
+
+# ----------------------------------------------------------------------------- saved folds, calibrate's fold
+
+
+def _test_vit(wrap: bool = False) -> nn.Module:
+    """timm's 6-block ``test_vit`` (random weights, seed 0; 160 px) with spread LayerNorms."""
+    model = _spread_layernorms(load_model("test_vit", random_init=True, seed=0), seed=3)
+    return quantize_model(model, get_method("repq", 4, 4)) if wrap else model
+
+
+def _ratios_offsets(folds: dict[str, Fold]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    return {name: (f.ratio, f.offset) for name, f in folds.items()}
+
+
+def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), key
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_apply_folds_repeats_the_fold_bit_for_bit(wrap: bool, one_torch_thread) -> None:
+    images = random_images(2, size=160, seed=8)
+    folded = _test_vit(wrap)
+    folds = reparameterize(folded, images, bits=4)
+    assert folds_of(folded).keys() == folds.keys() and len(folds) == 12  # norm1, norm2 of 6 blocks
+    assert all(f.ratio.dtype == f.offset.dtype == torch.float64 for f in folds.values())
+    fresh = _test_vit(wrap)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    apply_folds(fresh, _ratios_offsets(folds))
+    _assert_same_state(fresh, folded)
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, before[k])]
+    assert "blocks.3.norm2.weight" in changed and "blocks.0.attn.qkv.weight" in changed  # the fold did something
+    assert folds_of(fresh).keys() == folds.keys()
+    for name, f in folds_of(fresh).items():
+        assert torch.equal(f.ratio, folds[name].ratio) and torch.equal(f.offset, folds[name].offset)
+        assert f.consumers == folds[name].consumers
+
+
+def test_folding_twice_is_refused(one_torch_thread) -> None:
+    images = random_images(1, size=160, seed=8)
+    model = _test_vit()
+    folds = reparameterize(model, images, bits=4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PtqlibError, match="already reparameterized"):
+        reparameterize(model, images, bits=4)
+    with pytest.raises(PtqlibError, match="already reparameterized"):
+        apply_folds(model, _ratios_offsets(folds))
+    applied = _test_vit()
+    apply_folds(applied, _ratios_offsets(folds))
+    with pytest.raises(PtqlibError, match="already reparameterized"):
+        reparameterize(applied, images, bits=4)
+    for key, value in model.state_dict().items():  # the refusals changed nothing
+        assert torch.equal(value, state[key]), key
+
+
+def test_apply_folds_refuses_folds_of_another_model(one_torch_thread) -> None:
+    model = _test_vit()
+    folds = reparameterize(_test_vit(), random_images(1, size=160, seed=8), bits=4)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    unknown = {**_ratios_offsets(folds), "blocks.9.norm1": (folds["blocks.0.norm1"].ratio,
+                                                              folds["blocks.0.norm1"].offset)}
+    with pytest.raises(PtqlibError, match="no post-LayerNorm site blocks.9.norm1"):
+        apply_folds(model, unknown)
+    r, b = folds["blocks.5.norm2"].ratio, folds["blocks.5.norm2"].offset  # the last one: all others come first
+    for bad in ((r[:-1], b), (r, b[:-1]), (r.repeat(2), b.repeat(2))):
+        with pytest.raises(PtqlibError, match="fold of blocks.5.norm2 has .*made for another model"):
+            apply_folds(model, {**_ratios_offsets(folds), "blocks.5.norm2": bad})
+    for key, value in model.state_dict().items():  # nothing half-folded
+        assert torch.equal(value, state[key]), key
+    assert folds_of(model) == {}
+    apply_folds(model, _ratios_offsets(folds))  # the right folds still go in
+    assert len(folds_of(model)) == 12
+
+
+def test_calibrate_folds_once_and_keeps_the_function(one_torch_thread) -> None:
+    config = get_method("repq", 4, 4, rounds=1, n=20, max_tokens=32)
+    assert config.reparam
+    float_model = _test_vit()
+    model = _test_vit(wrap=True)
+    images, x = random_images(2, size=160, seed=1), random_images(2, size=160, seed=6)
+    report = calibrate(model, images, config, progress=False)
+    assert set(report.folds) == {f"blocks.{i}.norm{j}" for i in range(6) for j in (1, 2)}
+    assert report.folds.keys() == folds_of(model).keys() and report.reparam_seconds > 0
+    assert report.folds["blocks.2.norm1"].consumers == ("blocks.2.attn.qkv",)
+    assert float(report.folds["blocks.0.norm2"].ratio.max() / report.folds["blocks.0.norm2"].ratio.min()) > 5
+    assert not torch.equal(model.blocks[0].norm1.weight, float_model.blocks[0].norm1.weight)  # folded in place
+    with torch.no_grad(), quantization_disabled(model):
+        assert _relative_error(model(x), float_model(x)) <= 1e-5
+    with torch.no_grad():
+        assert _relative_error(model(x), float_model(x)) > 1e-3  # quantized: it is not the float model
+
+    # the same folds as reparameterize with the config's bits on the same images
+    by_hand = _test_vit(wrap=True)
+    reparameterize(by_hand, images, bits=config.a_bits)
+    for name, p in by_hand.named_parameters():
+        assert torch.equal(p, model.get_parameter(name)), name
+
+    state = {k: v.clone() for k, v in model.state_dict().items() if "quant" not in k}
+    again = calibrate(model, images, config, progress=False)
+    for key, value in state.items():  # no second fold: the float weights are untouched
+        assert torch.equal(model.state_dict()[key], value), key
+    assert again.folds.keys() == report.folds.keys()
+    assert all(torch.equal(again.folds[n].ratio, f.ratio) for n, f in report.folds.items())
+    with torch.no_grad(), quantization_disabled(model):
+        assert _relative_error(model(x), float_model(x)) <= 1e-5
+
+
+def test_calibrate_without_reparam_does_not_fold(one_torch_thread) -> None:
+    config = get_method("repq", 4, 4, rounds=0, reparam=False)
+    model = _test_vit(wrap=True)
+    float_state = {k: v.clone() for k, v in model.state_dict().items() if "quant" not in k}
+    report = calibrate(model, random_images(1, size=160, seed=1), config, progress=False)
+    assert report.folds == {} and folds_of(model) == {}
+    for key, value in float_state.items():
+        assert torch.equal(model.state_dict()[key], value), key

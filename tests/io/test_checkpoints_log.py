@@ -41,7 +41,7 @@ def _config(softmax: str, gelu: str, granularity: str = "tensor", bits: int = 4)
 def test_config_fields_default_to_the_twin_flags_and_refuse_contradictions() -> None:
     hints = dict((f.name, hint) for f, hint in config_fields())
     for name in ("softmax_quantizer", "gelu_quantizer"):
-        assert choices(hints[name]) == ("uniform", "twin", "log2", "log_sqrt2", "adalog")
+        assert choices(hints[name]) == ("uniform", "uniform_shifted", "twin", "log2", "log_sqrt2", "adalog")
         assert getattr(PTQConfig(), name) is None and getattr(get_method("ptq4vit"), name) is None
     PTQConfig(twin_softmax=True, softmax_quantizer="twin", twin_gelu=True, gelu_quantizer="twin")  # consistent
     with pytest.raises(ValueError, match="twin_softmax=True asks for the twin quantizer but softmax_quantizer='log2'"):

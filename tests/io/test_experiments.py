@@ -91,6 +91,54 @@ def test_draw_table_and_sentences(tables: ex.Tables) -> None:
     assert "PTQ4ViT W6A6 over 3 calibration draws: 90.00 ± 5.00 (range 85.00–95.00)" in lines
 
 
+@pytest.fixture
+def successors(tmp_path: Path) -> ex.Tables:
+    everything = set(range(N))
+    fp = _record("float", None, everything - set(range(10)))                       # 95 %
+    rows = [fp,
+            _record("ptq4vit", 4, everything - set(range(150)), draw=0),            # 25 %
+            _record("adalog", 4, everything - set(range(60)), draw=0),              # 70 %: 90 wins, 0 losses
+            _record("repq", 4, everything - set(range(61)), draw=0),                # 69.5 %
+            _record("ptq4vit", 8, everything - set(range(11)), draw=0),             # 94.5 %: 1 below float
+            _record("adalog", 8, everything - set(range(10)), draw=0)]              # 95 %: float's images
+    return ex.load_tables(_write(tmp_path, [], {"vit_tiny_statistics": [fp], "vit_tiny_successors": rows}))
+
+
+def test_successors_table_beside_the_published_drops(successors: ex.Tables) -> None:
+    t = ex.successors_table(successors).set_index(["bits", "method"])
+    row = t.loc[("W4A4", "AdaLog quantizers")]
+    assert (row["top-1"], row["drop"]) == (70.0, 25.0)
+    assert row["published drop ViT-S"] == round(81.39 - 72.75, 2) and row["published drop DeiT-T"] == round(72.21 - 63.52, 2)
+    assert t.loc[("W4A4", "RepQ-ViT quantizers")]["official code"] == ex.OFFICIAL_REPQ["W4A4"] == 32.77
+    assert list(t.index.get_level_values("bits")) == ["W8A8", "W8A8", "W4A4", "W4A4", "W4A4"]
+    assert ex.best_successor(successors, "W4A4")["method"] == "adalog"
+    assert ex.best_successor(successors, "W6A6") is None
+
+
+def test_successor_targets_and_comparisons_by_hand(successors: ex.Tables) -> None:
+    c = ex.successor_claims(successors).set_index("claim")
+    # W8A8: the best (AdaLog, float's exact images) is 0 points below: within 0.5 holds
+    w8 = c.loc["best at W8A8 (AdaLog quantizers) is at most 0.5 points below float"]
+    assert (w8["effect"], w8["verdict"]) == (0.0, "holds")
+    # W4A4: 25 points below float, far beyond 10: fails
+    assert c.loc["best at W4A4 (AdaLog quantizers) is at most 10 points below float"]["verdict"] == "fails"
+    # AdaLog vs PTQ4ViT at W4A4: 90 images only AdaLog gets right, none only PTQ4ViT: McNemar p = 2 / 2^90
+    a = c.loc["AdaLog quantizers beat PTQ4ViT at W4A4"]
+    assert (a["only A"], a["only B"], a["verdict"]) == (90, 0, "holds")
+    assert a["p"] == pytest.approx(sign_test(90, 0).p_value, rel=1e-3)
+    assert "RepQ-ViT quantizers beat PTQ4ViT at W8A8" not in c.index  # no repq W8A8 row
+
+
+def test_the_committed_readme_shows_the_committed_successors() -> None:
+    from ptqlib.app.report import SUCCESSORS_BEGIN, SUCCESSORS_END, render_successors
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rendered = render_successors(ROOT / "results" / "reference")
+    assert SUCCESSORS_BEGIN in readme
+    start, end = readme.index(SUCCESSORS_BEGIN) + len(SUCCESSORS_BEGIN) + 1, readme.index(SUCCESSORS_END)
+    assert readme[start:end] == rendered, "README.md's successors tables are stale; run: python -m ptqlib report --readme README.md"
+
+
 def test_the_committed_readme_shows_the_committed_experiments() -> None:
     from ptqlib.app.report import EXPERIMENTS_BEGIN, EXPERIMENTS_END, render_experiments
 

@@ -414,3 +414,86 @@ def test_notebook_04_solutions_pass_their_checks_and_hints_name_the_mistake():
     assert course.grade("04-c", ratio, tables=tables)[0]
     ok, message = course.grade("04-c", 1 / ratio, tables=tables)
     assert not ok and "upside down" in message
+
+
+# ----------------------------------------------------------------------------- notebook 05
+
+
+def test_the_solutions_of_05_are_the_hand_computed_answers_and_pass_their_checks():
+    # 05-a: codes 0..14 stand for 2^(-c/2), code 15 for 0: smallest 2^-7; below 0.1: codes 7..14 and the 0
+    assert solutions.log_sqrt2_levels(4, 0.1) == (2.0 ** -7, 9)
+    # 05-b: s = (1, 3), z = (1, round(5/3) = 2), s̃ = 2, z̃ = 2: r = s / s̃, b = s̃ (z̃ - z)
+    assert solutions.fold_by_hand() == ([0.5, 1.5], [2.0, 0.0])
+    # 05-c: neighbouring values fall by about 2^(-2/3): q = 1.5 codes per octave
+    assert solutions.adalog_pick() == 1.5
+    from ptqlib.lab import fitting
+
+    assert fitting.fit_kind(torch.tensor(solutions.ADALOG_VALUES), "adalog", 3, signed=False).q == 1.5
+    answers = {"05-a": solutions.log_sqrt2_levels(), "05-b": solutions.fold_by_hand(), "05-c": solutions.adalog_pick()}
+    assert {e for e in course.EXERCISES if e.startswith("05")} == set(answers)
+    for exercise_id, answer in answers.items():
+        ok, message = course.grade(exercise_id, answer)
+        assert ok and message.startswith("correct"), (exercise_id, message)
+
+
+def test_the_log_sqrt2_levels_are_the_quantizers_levels():
+    from ptqlib.core.quant import log_sqrt2_fake
+
+    x = torch.linspace(0, 1, 200_001)
+    levels = torch.unique(log_sqrt2_fake(x, 4))
+    assert levels.numel() == 16 and float(levels[levels > 0].min()) == 2.0 ** -7
+    assert int((levels < 0.1).sum()) == 9
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    ((2.0 ** -7, 9), True, "correct"),
+    ([0.0078, 9.0], True, "correct"),
+    ((2.0 ** -7.5, 9), False, "means 0"),
+    ((2.0 ** -14, 9), False, "two codes in each octave"),
+    ((1 / 15, 9), False, "uniform step"),
+    ((2.0 ** -7, 8), False, "level 0 too"),
+    ((2.0 ** -7, 4), False, "2·log2(10)"),
+    ((2.0 ** -7, 8.5), False, "two numbers"),
+    (None, False, "two numbers"),
+])
+def test_log_levels_hints(answer, ok, hint):
+    got, message = course.grade("05-a", answer)
+    assert got is ok and hint in message, message
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    (([0.5, 1.5], [2.0, 0.0]), True, "correct"),
+    (((0.5, 1.5), (2, 0)), True, "correct"),
+    (([2.0, 2 / 3], [2.0, 0.0]), False, "upside down"),
+    (([1.0, 1.0], [2.0, 0.0]), False, "(2^k − 1)"),
+    (([0.5, 1.5], [-2.0, 0.0]), False, "sign"),
+    (([0.5, 1.5], [1.0, -1.0]), False, "centre"),
+    (([0.5, 1.5], [2.0, 2 / 3]), False, "whole codes"),
+    (([0.5, 1.5], [3.0, 0.0]), False, "z_c = round"),
+    (([0.5], [2.0]), False, "two pairs"),
+    (3, False, "two pairs"),
+])
+def test_fold_hints(answer, ok, hint):
+    got, message = course.grade("05-b", answer)
+    assert got is ok and hint in message, message
+
+
+@pytest.mark.parametrize("answer, ok, hint", [
+    (1.5, True, "correct"),
+    (2 ** (1 / 1.5), False, "that is the base"),
+    (2 ** (-1 / 1.5), False, "ratio between neighbouring levels"),
+    (2.0, False, "another q"),
+    (1.3, False, "AdaLog searches q in"),
+    (None, False, "codes per octave"),
+    (-1, False, "codes per octave"),
+])
+def test_adalog_base_hints(answer, ok, hint):
+    got, message = course.grade("05-c", answer)
+    assert got is ok and hint in message, message
+
+
+def test_adalog_base_is_graded_on_given_values():
+    powers = [2.0 ** -c for c in range(7)]  # log2's own grid
+    assert solutions.adalog_pick(powers, 3) == 1.0
+    assert course.grade("05-c", 1.0, values=powers)[0]
+    assert not course.grade("05-c", 1.5, values=powers)[0]

@@ -98,3 +98,67 @@ def test_bit_layout_worked_example():
     u = fitting.bit_layout([0.26, -1.0], fitting.FittedQuantizer("uniform", 4, scale=0.25, signed=True))
     assert u["code"].tolist() == [1, -4] and u["bits"].tolist() == ["0001", "1100"]
 
+
+
+# ----------------------------------------------------------------------------- fit_kind: any quantizer kind
+
+
+def test_fit_kind_finds_the_base_that_puts_a_level_on_every_value():
+    """Values on a geometric grid of ratio 2^(-1/q): AdaLog picks that q, with no error."""
+    for q in (1.0, 1.5, 3.0):
+        v = torch.tensor([2.0 ** (-c / q) for c in range(7)])
+        fq = fitting.fit_kind(v, "adalog", 3, signed=False)
+        assert fq.q == q and fq.scale == 1.0 and fq.mse(v) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fit_kind_searches_what_calibration_searches():
+    v = torch.softmax(3 * torch.randn(200, 50, generator=torch.Generator().manual_seed(0)), -1).reshape(-1)
+    log2 = fitting.fit_kind(v, "log2", 4, signed=False)
+    assert log2.scale == 1.0  # post-softmax log2 keeps its largest level at 1: nothing to search
+    sqrt2 = fitting.fit_kind(v, "log-sqrt2", 4, signed=False)
+    start = float(v.max())  # log√2 searches its largest level on the grid around the largest value
+    brute = min(fitting.FittedQuantizer("log-sqrt2", 4, scale=float(m) * start, signed=False).mse(v)
+                for m in fitting.FIT_GRID)
+    assert sqrt2.mse(v) == pytest.approx(brute, rel=1e-6)
+    ada = fitting.fit_kind(v, "adalog", 4, signed=False)  # the bases include log2 (q = 1) and log√2 (q = 2)
+    assert ada.mse(v) <= min(log2.mse(v), fitting.FittedQuantizer("log-sqrt2", 4, scale=1.0, signed=False).mse(v))
+    # the kinds with their own fitters give those fitters' answers
+    assert fitting.fit_kind(v, "uniform", 4, signed=False) == fitting.fit_uniform(v, 4, signed=False)
+    assert fitting.fit_kind(v, "twin-softmax", 4) == fitting.fit_twin_softmax(v, 4)
+
+
+def test_fit_kind_on_post_gelu_values_shifts_and_searches_scale_and_base():
+    v = torch.nn.functional.gelu(torch.randn(4000, generator=torch.Generator().manual_seed(0)) * 1.5)
+    ada = fitting.fit_kind(v, "adalog", 4)
+    assert ada.signed  # negatives: shifted by GELU's minimum
+    start = float(v.max()) + 0.16997124254703522
+    brute = min(fitting.FittedQuantizer("adalog", 4, scale=float(m) * start, q=q, signed=True).mse(v)
+                for m in fitting.FIT_GRID[::4] for q in (1.0, 2.0, 3.0))
+    assert ada.mse(v) <= brute * 1.0001
+    shifted = fitting.fit_kind(v, "uniform-shifted", 4)
+    assert float(shifted.levels().min()) == pytest.approx(-0.16997, abs=1e-4)  # the zero point sits at GELU's minimum
+    assert shifted.mse(v) < fitting.fit_uniform(v, 4).mse(v)  # no codes wasted below -0.17
+    with pytest.raises(PtqlibError, match="log2"):
+        fitting.fit_kind(v, "log3", 4)
+
+
+def test_kind_error_table(acts2):
+    t = fitting.kind_error_table(acts2, 4)
+    per_block = len(fitting.KIND_CHOICES["softmax"]) + len(fitting.KIND_CHOICES["gelu"])
+    assert len(t) == per_block * len(acts2.blocks)
+    twins = t[t["quantizer"].str.startswith("twin")]
+    assert (twins["mse / twin"] == 1.0).all()
+    row = t[(t["values"] == "post-softmax") & (t["block"] == 0) & (t["quantizer"] == "adalog")].iloc[0]
+    fq = fitting.fit_kind(acts2.values("post-softmax", 0), "adalog", 4, signed=False)
+    assert row["mse"] == pytest.approx(fq.mse(acts2.values("post-softmax", 0))) and row["q"] == fq.q
+    assert t.loc[t["quantizer"] == "log2", "m"].isna().all() and t.loc[t["quantizer"] == "twin-softmax", "m"].notna().all()
+
+
+def test_fits_from_table_gives_back_the_fitted_quantizers(acts2):
+    t = fitting.kind_error_table(acts2, 4)
+    fits = fitting.fits_from_table(t)
+    assert set(fits) == {(k, b) for k in ("post-softmax", "post-GELU") for b in acts2.blocks}
+    for row in t.to_dict("records"):
+        fq = fits[(row["values"], row["block"])][row["quantizer"]]
+        assert fq.mse(acts2.values(row["values"], row["block"])) == pytest.approx(row["mse"], rel=1e-6)
+    assert fits[("post-GELU", 0)]["adalog"].signed and not fits[("post-softmax", 0)]["adalog"].signed
