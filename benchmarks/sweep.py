@@ -1,7 +1,10 @@
 """Benchmark a sweep's executors: the same sweep run from scratch with 1 and N local workers (and in process).
 
     python benchmarks/sweep.py sweeps/smoke_test_vit.toml [--workers N] [--executors local:1,local:N,inprocess]
-        [--data DIR] [-- more reproduce flags]
+        [--draws N] [--data DIR] [-- more reproduce flags]
+
+``--draws N`` runs the sweep's first N calibration draws only (its other lists unchanged): a
+subset of the same runs, whose wall time scales to the whole sweep by its number of runs.
 
 Each executor runs the whole sweep (``python -m ptqlib reproduce --sweep FILE --executor E``) into a
 fresh temporary results folder, so nothing is skipped; the wall time is measured around that command.
@@ -88,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executors", help="comma-separated executors (default local:1,local:N,inprocess)")
     p.add_argument("--data", type=Path, help="data folder (default $PTQLIB_DATA, else generated images)")
     p.add_argument("--note", default="", help="a remark stored with the rows")
+    p.add_argument("--draws", type=int, help="only the first N calibration draws (default: the sweep's)")
     args = p.parse_args(argv)
     executors = (args.executors or f"local:1,local:{args.workers},inprocess").split(",")
     try:
         sweep = load_sweep(args.sweep)
+        if args.draws is not None:
+            sweep = sweep.replace(draws=args.draws)
+            extra = ["--draws", str(args.draws), *extra]
         runs = sweep.runs()
         with tempfile.TemporaryDirectory(prefix="ptqlib-sweep-data-") as tmp:
             data = args.data or (Path(os.environ["PTQLIB_DATA"]) if os.environ.get("PTQLIB_DATA") else None)
@@ -109,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                            for k, r in records.items())
                 workers = 1 if executor == "inprocess" else int(executor.split(":")[1]) if ":" in executor else 1
                 rows.append({
-                    "sweep": sweep.name, "runs": len(runs), "executor": executor, "workers": workers,
+                    "sweep": sweep.name if args.draws is None else f"{sweep.name} (draws 0-{args.draws - 1})",
+                    "runs": len(runs), "executor": executor, "workers": workers,
                     "threads_per_worker": max(1, len(os.sched_getaffinity(0)) // workers) if executor != "inprocess" else "torch default",
                     "wall_seconds": round(got["wall"], 1), "runs_per_hour": round(3600 * len(runs) / got["wall"], 1),
                     "speedup": round(first["wall"] / got["wall"], 2),

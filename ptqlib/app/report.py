@@ -358,6 +358,11 @@ def successors_markdown(tables: Any) -> str:
         parts.append("**Targets and comparisons** (targets: a one-sided paired z-test of \"at most m points below "
                      "float\" for the best row, chosen on these images; comparisons: exact McNemar test):\n\n"
                      + frame_markdown(claims))
+    residual = ex.residual_sensitivity(tables)
+    if len(residual):
+        parts.append("**Where W4A4 still loses** (`combined` W4A4, one quantizer group switched on at a time, the "
+                     f"costliest first; first validation images; `results/reference/{ex.RESIDUAL_SENSITIVITY}`):\n\n"
+                     + frame_markdown(residual))
     return "\n".join(parts)
 
 

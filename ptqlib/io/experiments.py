@@ -39,7 +39,7 @@ __all__ = ["REFERENCE", "Tables", "display_name", "load_tables", "correct", "acc
            "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "calib_size_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
            "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table", "SUCCESSOR_ROWS", "PUBLISHED_SUCCESSORS",
            "PUBLISHED_FLOAT", "OFFICIAL_REPQ", "SUCCESSOR_TARGETS", "successors_table", "best_successor",
-           "successor_claims"]
+           "successor_claims", "RESIDUAL_SENSITIVITY", "residual_sensitivity", "SUCCESSOR_PAIRS"]
 
 #: The committed reference folder, relative to the repository root.
 REFERENCE = Path("results/reference")
@@ -62,9 +62,19 @@ SUCCESSOR_ROWS = {
     "ptq4vit": "PTQ4ViT (twin uniform)",
     "repq": "RepQ-ViT quantizers",
     "adalog": "AdaLog quantizers",
+    "adalog-head": "AdaLog quantizers + per-head matmul scales",
     "adalog-erq": "AdaLog quantizers + ERQ ridge correction",
     "combined": "AdaLog + ERQ + per-head matmul scales",
 }
+#: The successors sweep's paired comparisons: (A, B, the claim "A beats B").
+SUCCESSOR_PAIRS = (
+    ("repq", "ptq4vit", "RepQ-ViT quantizers beat PTQ4ViT"),
+    ("adalog", "ptq4vit", "AdaLog quantizers beat PTQ4ViT"),
+    ("adalog", "repq", "AdaLog quantizers beat RepQ-ViT quantizers"),
+    ("adalog-head", "adalog", "per-head matmul scales help AdaLog"),
+    ("adalog-erq", "adalog", "ERQ ridge correction helps AdaLog"),
+    ("combined", "adalog-head", "ERQ ridge correction helps AdaLog + per-head scales"),
+)
 #: The successors' published top-1 (calibration only, 32 images): ViT-S/224 (float 81.39) and
 #: DeiT-T/224 (float 72.21); ERQ publishes W4A4 only here.
 PUBLISHED_FLOAT = {"ViT-S": 81.39, "DeiT-T": 72.21}
@@ -384,8 +394,8 @@ def stability_table(t: Tables) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _published_key(name: str) -> str:
-    return "erq" if name.endswith("-erq") else name
+def _published_key(name: str) -> str | None:
+    return "erq" if name.endswith("-erq") else None if name.endswith("-head") else name
 
 
 def successors_table(t: Tables, bits: Sequence[str] = ("W8A8", "W6A6", "W4A4")) -> pd.DataFrame:
@@ -408,6 +418,26 @@ def successors_table(t: Tables, bits: Sequence[str] = ("W8A8", "W6A6", "W4A4")) 
     return pd.DataFrame(rows)
 
 
+#: The best W4A4 configuration's sensitivity table (``python -m ptqlib sensitivity --method combined
+#: --w-bits 4 --a-bits 4 --val-limit 500 --output ...``), committed beside the sweeps.
+RESIDUAL_SENSITIVITY = "vit_tiny_combined_w4a4_sensitivity.csv"
+
+
+def residual_sensitivity(t: Tables, top: int = 8) -> pd.DataFrame:
+    """Where the ``combined`` preset still loses at W4A4: its quantizer groups switched on one at a
+    time (first validation images), the ``top`` costliest groups first, then all weights, all
+    activations and everything; empty when the table is not committed."""
+    path = t.folder / RESIDUAL_SENSITIVITY
+    if not path.is_file():
+        return pd.DataFrame()
+    frame = pd.read_csv(path)
+    totals = ("all weights", "all activations", "everything")
+    groups = frame[~frame["quantized"].isin(totals)].sort_values("top1_drop", ascending=False).head(top)
+    out = pd.concat([groups, frame[frame["quantized"].isin(totals)]])
+    return out.rename(columns={"quantized": "quantizers switched on", "quantizers": "count", "top1": "top-1",
+                               "top1_drop": "drop"})[["quantizers switched on", "count", "top-1", "drop"]]
+
+
 def best_successor(t: Tables, bits: str) -> dict[str, Any] | None:
     """The successors sweep's best record at ``bits`` (highest top-1)."""
     found = [r for n in SUCCESSOR_ROWS if (r := t.find(_SUCCESSORS, n, bits)) is not None]
@@ -416,7 +446,8 @@ def best_successor(t: Tables, bits: str) -> dict[str, Any] | None:
 
 def successor_claims(t: Tables) -> pd.DataFrame:
     """The successors' targets (the best configuration at most 0.5 / 1.0 / 10 points below float,
-    a one-sided paired z-test) and each successor against PTQ4ViT on the same images (McNemar).
+    a one-sided paired z-test), then :data:`SUCCESSOR_PAIRS` on the same images (McNemar): each
+    successor against PTQ4ViT, and each addition to AdaLog's quantizers against AdaLog without it.
     The best is picked on these images, so its target verdict leans optimistic."""
     fp = t.float_record
     out = []
@@ -426,11 +457,10 @@ def successor_claims(t: Tables) -> pd.DataFrame:
             out.append(pair_row(best, fp, margin=margin, claim=f"best at {b} ({SUCCESSOR_ROWS[best['method']]}) is at "
                                 f"most {margin:g} points below float"))
     for b in SUCCESSOR_TARGETS:
-        base = t.find(_SUCCESSORS, "ptq4vit", b)
-        for name, label in SUCCESSOR_ROWS.items():
-            r = t.find(_SUCCESSORS, name, b)
-            if name != "ptq4vit" and r is not None and base is not None:
-                out.append(pair_row(r, base, claim=f"{label} beat PTQ4ViT at {b}"))
+        for a, base, claim in SUCCESSOR_PAIRS:
+            ra, rb = t.find(_SUCCESSORS, a, b), t.find(_SUCCESSORS, base, b)
+            if ra is not None and rb is not None:
+                out.append(pair_row(ra, rb, claim=f"{claim} at {b}"))
     frame = pd.DataFrame(out)
     if len(frame):
         frame = frame[["claim", "effect", "95% CI", "only A", "only B", "p", "verdict"]]

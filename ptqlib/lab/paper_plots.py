@@ -137,14 +137,14 @@ def plot_successors(t: paper.Tables) -> Figure:
     """The successors table (notebook 05) as drops from float per bit-width, one bar per method with
     its paired 95 % interval; the official RepQ-ViT code on the same images as a dashed line on the
     RepQ-ViT bar, the published drop on ViT-S as a cross (another model: the order of magnitude),
-    and the target drop as a dotted line. ``PTQ4ViT-ch``: PTQ4ViT with per-channel weights."""
+    and the target drop as a dotted line."""
     table = paper.successors_table(t)
     fp = float(t.float_record["top1"])
     bits = list(dict.fromkeys(table.bits))
     names = list(paper.SUCCESSOR_ROWS.values())
     colors = dict(zip(names, _PALETTE))
-    abbrev = {"ptq4vit": "PTQ4ViT", "ptq4vit-channel": "PTQ4ViT-ch", "repq": "RepQ-ViT", "adalog": "AdaLog",
-              "adalog-erq": "AdaLog+ERQ"}
+    abbrev = {"ptq4vit": "PTQ4ViT", "repq": "RepQ-ViT", "adalog": "AdaLog", "adalog-head": "AdaLog+head",
+              "adalog-erq": "AdaLog+ERQ", "combined": "combined"}
     short = {label: abbrev.get(name, name) for name, label in paper.SUCCESSOR_ROWS.items()}
     fig, axes = plt.subplots(1, len(bits), figsize=(4.2 * len(bits), 3.9), layout="constrained")
     for ax, b in zip(np.atleast_1d(axes), bits):
@@ -164,7 +164,7 @@ def plot_successors(t: paper.Tables) -> Figure:
                plt.Line2D([], [], color=_PALETTE[3], ls=":")]
     fig.legend(handles, ["official RepQ-ViT code, same images", "published drop, ViT-S (another model)",
                          "target drop"], loc="outside lower center", ncols=3, frameon=False,
-               title="PTQ4ViT-ch: PTQ4ViT with per-channel weights; AdaLog+ERQ: with ERQ's ridge weight correction",
+               title="+head: one matmul scale per head; +ERQ: ERQ's ridge weight correction; combined: both",
                title_fontsize=8)
     fig.suptitle(f"ViT-Tiny, {int(t.float_record['eval_images'])} images: top-1 drop from float ({fp:.2f} %); "
                  "bars: paired 95 % interval")

@@ -161,3 +161,16 @@ def test_notebook_04_prints_the_numbers_of_the_committed_tables() -> None:
     claims = ex.claims(t)
     for claim, verdict in zip(claims["claim"], claims["verdict"]):
         assert claim in text and verdict in text
+
+
+def test_residual_sensitivity_puts_the_costliest_groups_first(successors: ex.Tables) -> None:
+    assert ex.residual_sensitivity(successors).empty  # not committed: nothing to show
+    (successors.folder / ex.RESIDUAL_SENSITIVITY).write_text(
+        "quantized,quantizers,top1,top5,top1_drop\n"
+        "qkv input,12,80.0,95.0,2.0\nfc2 input,12,60.0,80.0,22.0\nproj input,12,75.0,90.0,7.0\n"
+        "all weights,50,78.0,93.0,4.0\nall activations,60,50.0,70.0,32.0\neverything,110,40.0,60.0,42.0\n")
+    r = ex.residual_sensitivity(successors, top=2)
+    assert list(r["quantizers switched on"]) == ["fc2 input", "proj input", "all weights", "all activations",
+                                                  "everything"]
+    assert list(r["drop"]) == [22.0, 7.0, 4.0, 32.0, 42.0] and list(r.columns) == [
+        "quantizers switched on", "count", "top-1", "drop"]
