@@ -12,16 +12,10 @@ import pytest
 from ptqlib.core.stats import sign_test
 from ptqlib.io import experiments as ex
 
+from helpers import result_record
+
 ROOT = Path(__file__).resolve().parents[2]
 N = 200
-
-
-def _record(method: str, bits: int | None, right: set[int], **extra: Any) -> dict[str, Any]:
-    labels = [i % 1000 for i in range(N)]
-    predictions = [y if i in right else (y + 1) % 1000 for i, y in enumerate(labels)]
-    return {"model": "m", "method": method, "w_bits": bits, "a_bits": bits, "eval_images": N,
-            "top1": round(100 * len(right) / N, 2), "predictions": predictions, "labels": labels,
-            "calib_seconds": 1.0, "engine": "e", **extra}
 
 
 def _write(folder: Path, main: list[dict[str, Any]], sweeps: dict[str, list[dict[str, Any]]]) -> Path:
@@ -37,18 +31,18 @@ def _write(folder: Path, main: list[dict[str, Any]], sweeps: dict[str, list[dict
 @pytest.fixture
 def tables(tmp_path: Path) -> ex.Tables:
     everything = set(range(N))
-    fp = _record("float", None, everything - set(range(10)))                 # 190 right: 95 %
-    main = [_record("ptq4vit", 8, everything - set(range(12))),              # 188: float alone right on 2
-            _record("baseptq", 8, everything - set(range(40))),              # 160
-            _record("ptq4vit", 6, everything - set(range(30))),
-            _record("baseptq", 6, set(range(100, 200)) - {150})]
-    draws = [fp] + [_record(m, b, everything - set(range(k)), draw=d)
+    fp = result_record("float", None, everything - set(range(10)))                 # 190 right: 95 %
+    main = [result_record("ptq4vit", 8, everything - set(range(12))),              # 188: float alone right on 2
+            result_record("baseptq", 8, everything - set(range(40))),              # 160
+            result_record("ptq4vit", 6, everything - set(range(30))),
+            result_record("baseptq", 6, set(range(100, 200)) - {150})]
+    draws = [fp] + [result_record(m, b, everything - set(range(k)), draw=d)
                     for d, k in enumerate((10, 20, 30)) for m in ("ptq4vit", "baseptq") for b in (8, 6)]
-    paper = [_record("ablation-base", 6, everything - set(range(60)), draw=0),
-             _record("ablation-hessian", 6, everything - set(range(50)), draw=0),     # 10 wins, 0 losses
-             _record("ablation-twin-softmax", 6, everything - set(range(60)) - {199} | {0}, draw=0),  # 1 : 1
-             _record("ptq4vit", 6, everything - set(range(30)), draw=0),
-             _record("ptq4vit-mse", 6, everything - set(range(30, 60)), draw=0)]   # 30 : 30
+    paper = [result_record("ablation-base", 6, everything - set(range(60)), draw=0),
+             result_record("ablation-hessian", 6, everything - set(range(50)), draw=0),     # 10 wins, 0 losses
+             result_record("ablation-twin-softmax", 6, everything - set(range(60)) - {199} | {0}, draw=0),  # 1 : 1
+             result_record("ptq4vit", 6, everything - set(range(30)), draw=0),
+             result_record("ptq4vit-mse", 6, everything - set(range(30, 60)), draw=0)]   # 30 : 30
     return ex.load_tables(_write(tmp_path, main, {"vit_tiny_statistics": draws, "vit_tiny_paper": paper}))
 
 
@@ -94,13 +88,13 @@ def test_draw_table_and_sentences(tables: ex.Tables) -> None:
 @pytest.fixture
 def successors(tmp_path: Path) -> ex.Tables:
     everything = set(range(N))
-    fp = _record("float", None, everything - set(range(10)))                       # 95 %
+    fp = result_record("float", None, everything - set(range(10)))                       # 95 %
     rows = [fp,
-            _record("ptq4vit", 4, everything - set(range(150)), draw=0),            # 25 %
-            _record("adalog", 4, everything - set(range(60)), draw=0),              # 70 %: 90 wins, 0 losses
-            _record("repq", 4, everything - set(range(61)), draw=0),                # 69.5 %
-            _record("ptq4vit", 8, everything - set(range(11)), draw=0),             # 94.5 %: 1 below float
-            _record("adalog", 8, everything - set(range(10)), draw=0)]              # 95 %: float's images
+            result_record("ptq4vit", 4, everything - set(range(150)), draw=0),            # 25 %
+            result_record("adalog", 4, everything - set(range(60)), draw=0),              # 70 %: 90 wins, 0 losses
+            result_record("repq", 4, everything - set(range(61)), draw=0),                # 69.5 %
+            result_record("ptq4vit", 8, everything - set(range(11)), draw=0),             # 94.5 %: 1 below float
+            result_record("adalog", 8, everything - set(range(10)), draw=0)]              # 95 %: float's images
     return ex.load_tables(_write(tmp_path, [], {"vit_tiny_statistics": [fp], "vit_tiny_successors": rows}))
 
 
@@ -129,24 +123,16 @@ def test_successor_targets_and_comparisons_by_hand(successors: ex.Tables) -> Non
     assert "RepQ-ViT quantizers beat PTQ4ViT at W8A8" not in c.index  # no repq W8A8 row
 
 
-def test_the_committed_readme_shows_the_committed_successors() -> None:
-    from ptqlib.app.report import SUCCESSORS_BEGIN, SUCCESSORS_END, render_successors
+@pytest.mark.parametrize("section", ["experiments", "successors"])
+def test_the_committed_readme_shows_the_committed_tables(section: str) -> None:
+    from ptqlib.app import report
 
+    begin, end = getattr(report, f"{section.upper()}_BEGIN"), getattr(report, f"{section.upper()}_END")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rendered = render_successors(ROOT / "results" / "reference")
-    assert SUCCESSORS_BEGIN in readme
-    start, end = readme.index(SUCCESSORS_BEGIN) + len(SUCCESSORS_BEGIN) + 1, readme.index(SUCCESSORS_END)
-    assert readme[start:end] == rendered, "README.md's successors tables are stale; run: python -m ptqlib report --readme README.md"
-
-
-def test_the_committed_readme_shows_the_committed_experiments() -> None:
-    from ptqlib.app.report import EXPERIMENTS_BEGIN, EXPERIMENTS_END, render_experiments
-
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rendered = render_experiments(ROOT / "results" / "reference")
-    assert EXPERIMENTS_BEGIN in readme
-    start, end = readme.index(EXPERIMENTS_BEGIN) + len(EXPERIMENTS_BEGIN) + 1, readme.index(EXPERIMENTS_END)
-    assert readme[start:end] == rendered, "README.md's experiment tables are stale; run: python -m ptqlib report --readme README.md"
+    rendered = getattr(report, f"render_{section}")(ROOT / "results" / "reference")
+    assert begin in readme
+    first, last = readme.index(begin) + len(begin) + 1, readme.index(end)
+    assert readme[first:last] == rendered, f"README.md's {section} tables are stale; run: python -m ptqlib report --readme README.md"
 
 
 def test_notebook_04_prints_the_numbers_of_the_committed_tables() -> None:

@@ -13,6 +13,8 @@ from ptqlib.errors import PtqlibError
 from ptqlib.io import experiments as ex
 from ptqlib.lab import fitting, paper_plots, plots, successors
 
+from helpers import result_record
+
 ROOT = Path(__file__).resolve().parents[2]
 N = 200
 
@@ -71,14 +73,6 @@ def test_reparam_study_picks_the_block_with_the_widest_spread(model, images):
         successors.reparam_study(model, images, 99, 4)
 
 
-def _record(method: str, bits: int | None, right: set[int], **extra: Any) -> dict[str, Any]:
-    labels = [i % 1000 for i in range(N)]
-    predictions = [y if i in right else (y + 1) % 1000 for i, y in enumerate(labels)]
-    return {"model": "m", "method": method, "w_bits": bits, "a_bits": bits, "eval_images": N,
-            "top1": round(100 * len(right) / N, 2), "predictions": predictions, "labels": labels,
-            "calib_seconds": 1.0, "engine": "e", **extra}
-
-
 @pytest.fixture
 def tables(tmp_path: Path) -> ex.Tables:
     """Float 95 % (190 of 200); per bit-width the wrong images of each method (draw 0)."""
@@ -86,10 +80,10 @@ def tables(tmp_path: Path) -> ex.Tables:
     wrong = {8: {"ptq4vit": 12, "repq": 11, "adalog": 10, "adalog-erq": 10, "combined": 11},
              6: {"ptq4vit": 30, "repq": 16, "adalog": 14, "adalog-erq": 14, "combined": 15},
              4: {"ptq4vit": 160, "repq": 80, "adalog": 50, "adalog-erq": 40, "combined": 45}}
-    records = [_record(m, b, everything - set(range(k)), draw=0) for b, ws in wrong.items() for m, k in ws.items()]
+    records = [result_record(m, b, everything - set(range(k)), draw=0) for b, ws in wrong.items() for m, k in ws.items()]
     (tmp_path / "sweeps").mkdir()
     (tmp_path / "sweeps" / "vit_tiny_statistics.jsonl").write_text(
-        json.dumps(_record("float", None, everything - set(range(10)))) + "\n")
+        json.dumps(result_record("float", None, everything - set(range(10)))) + "\n")
     (tmp_path / "sweeps" / "vit_tiny_successors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return ex.load_tables(tmp_path)
 
