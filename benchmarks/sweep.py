@@ -1,9 +1,10 @@
 """Benchmark a sweep's executors: the same sweep run from scratch with 1 and N local workers (and in process).
 
     python benchmarks/sweep.py sweeps/smoke_test_vit.toml [--workers N] [--executors local:1,local:N,inprocess]
-        [--draws N] [--data DIR] [-- more reproduce flags]
+        [--draws N] [--data DIR] [--keep DIR] [-- more reproduce flags]
 
-``--draws N`` runs the sweep's first N calibration draws only (its other lists unchanged): a
+``--keep DIR`` copies the first executor's results table (``<name>.jsonl``, ``.csv``, ``_summary.csv``)
+into DIR, so the benchmark's runs can be promoted like any sweep's. ``--draws N`` runs the sweep's first N calibration draws only (its other lists unchanged): a
 subset of the same runs, whose wall time scales to the whole sweep by its number of runs.
 
 Each executor runs the whole sweep (``python -m ptqlib reproduce --sweep FILE --executor E``) into a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,7 +66,7 @@ def synthetic_data(folder: Path, calib: int = 16, val: int = 32) -> Path:
     return folder
 
 
-def run_once(sweep_file: Path, executor: str, data: Path, extra: list[str]) -> dict[str, object]:
+def run_once(sweep_file: Path, executor: str, data: Path, extra: list[str], keep: Path | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ptqlib-sweep-bench-") as tmp:
         command = [sys.executable, "-m", "ptqlib", "reproduce", "--sweep", str(sweep_file), "--output-dir", tmp,
                    "--executor", executor, "--data", str(data), "--no-progress", *extra]
@@ -77,7 +79,13 @@ def run_once(sweep_file: Path, executor: str, data: Path, extra: list[str]) -> d
         if done.returncode != 0:
             raise PtqlibError(f"{executor}: reproduce exited with {done.returncode}: {done.stderr.strip()[-500:]}")
         name = load_sweep(sweep_file).name
-        records = read_records(SweepFiles.under(tmp, name).table)[0].records
+        files = SweepFiles.under(tmp, name)
+        records = read_records(files.table)[0].records
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for path in Path(files.table).parent.glob(f"{name}*"):
+                if path.is_file():
+                    shutil.copy2(path, keep / path.name)
     return {"wall": wall, "records": {r["key"]: r for r in records}, "load": (load_before, load_after)}
 
 
@@ -91,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executors", help="comma-separated executors (default local:1,local:N,inprocess)")
     p.add_argument("--data", type=Path, help="data folder (default $PTQLIB_DATA, else generated images)")
     p.add_argument("--note", default="", help="a remark stored with the rows")
+    p.add_argument("--keep", type=Path, help="copy the first executor's results table into this folder")
     p.add_argument("--draws", type=int, help="only the first N calibration draws (default: the sweep's)")
     args = p.parse_args(argv)
     executors = (args.executors or f"local:1,local:{args.workers},inprocess").split(",")
@@ -100,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             sweep = sweep.replace(draws=args.draws)
             extra = ["--draws", str(args.draws), *extra]
         runs = sweep.runs()
+        if args.keep is not None and any(args.keep.glob(f"{sweep.name}*")):
+            raise PtqlibError(f"{args.keep} already holds a {sweep.name} table; pass another --keep folder "
+                              "(the benchmark never overwrites results)")
         with tempfile.TemporaryDirectory(prefix="ptqlib-sweep-data-") as tmp:
             data = args.data or (Path(os.environ["PTQLIB_DATA"]) if os.environ.get("PTQLIB_DATA") else None)
             data_note = str(data) if data else "generated random images"
@@ -107,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             rows, first = [], None
             for executor in executors:
                 print(f"== {executor}", flush=True)
-                got = run_once(args.sweep.resolve(), executor.strip(), data, extra)
+                got = run_once(args.sweep.resolve(), executor.strip(), data, extra, args.keep if first is None else None)
                 records = got["records"]
                 if set(records) != {r.key for r in runs}:
                     raise PtqlibError(f"{executor}: the table holds {len(records)} of the sweep's {len(runs)} runs")

@@ -34,7 +34,7 @@ import numpy as np
 from ..core.stats import ALPHA, Comparison, compare, top1_interval
 from ..errors import PtqlibError
 from ..io.files import write_text
-from ..io.jsonl import current_records, read_records
+from ..io.jsonl import current_records
 
 __all__ = ["REFERENCE_DIR", "OFFICIAL_CSV", "OFFICIAL_COLUMNS", "BEGIN", "END", "METHOD_NAMES", "TABLE_METHODS",
            "OfficialResult", "ReferenceCheck", "reference_path", "check_records", "load_records", "reference_records",
@@ -291,10 +291,16 @@ def draws_markdown(records: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_draws(folder: str | Path = REFERENCE_DIR, sweep: str = "vit_tiny_statistics") -> str | None:
-    """The draw table of the promoted sweep ``sweep`` (None when the reference folder has none)."""
-    path = Path(folder) / "sweeps" / f"{sweep}.jsonl"
-    return draws_markdown(read_records(path)[0].records) if path.is_file() else None
+def render_draws(folder: str | Path = REFERENCE_DIR, sweeps: str | Sequence[str] | None = None) -> str | None:
+    """The draw table of the promoted sweeps ``sweeps`` (default: the calibration-draw tables,
+    :data:`ptqlib.io.experiments.STATISTICS`), in order; None when the reference folder has none."""
+    from ..io.experiments import STATISTICS, draw_records, load_tables
+
+    tables = load_tables(folder)
+    names = STATISTICS if sweeps is None else (sweeps,) if isinstance(sweeps, str) else sweeps
+    if not any(name in tables.sweeps for name in names):
+        return None
+    return draws_markdown(draw_records(tables, names))
 
 
 def frame_markdown(frame: Any) -> str:

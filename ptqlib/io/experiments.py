@@ -3,17 +3,18 @@
 Notebook 04 shows what the main job and the sweeps computed; it recomputes nothing. The tables
 live in ``results/reference/`` (committed, each record with every image's predicted class):
 
-==============================================  ================================================
-``vit_tiny_patch16_224.json``                   the main job: BasePTQ and PTQ4ViT, W8A8/W6A6/W4A4
-``official_ptq4vit.csv``                        the official PTQ4ViT code on the same model and images
-``sweeps/vit_tiny_statistics.jsonl``            ten 32-image calibration draws, W8A8 and W6A6
-``sweeps/vit_tiny_paper.jsonl``                 metric comparison and ablation, W8A8 and W6A6
-``sweeps/vit_tiny_calib_size.jsonl``            8 / 16 / 32 / 64 / 128 calibration images, W6A6
-``sweeps/vit_tiny_baseline.jsonl``              BasePTQ against the official base PTQ, one change at a time
-``sweeps/vit_tiny_stability.jsonl``             last-bit jitter of the calibration images; tie rule
-``sweeps/vit_tiny_successors.jsonl``            PTQ4ViT and its successors' quantizers, W8A8/W6A6/W4A4
-``machines.csv``                                the same command's top-1 on other machines (no images)
-==============================================  ================================================
+====================================================  ================================================
+``vit_tiny_patch16_224.json``                         the main job: BasePTQ and PTQ4ViT, W8A8/W6A6/W4A4
+``official_ptq4vit.csv``                              the official PTQ4ViT code on the same model and images
+``sweeps/vit_tiny_statistics.jsonl``                  ten 32-image calibration draws, W8A8 and W6A6
+``sweeps/vit_tiny_statistics_whole_output.jsonl``     the same draws of the base PTQ with the whole-output cosine
+``sweeps/vit_tiny_paper.jsonl``                       metric comparison and ablation, W8A8 and W6A6
+``sweeps/vit_tiny_calib_size.jsonl``                  8 / 16 / 32 / 64 / 128 calibration images, W6A6
+``sweeps/vit_tiny_baseline.jsonl``                    BasePTQ against the official base PTQ, one change at a time
+``sweeps/vit_tiny_stability.jsonl``                   last-bit jitter of the calibration images; tie rule
+``sweeps/vit_tiny_successors.jsonl``                  PTQ4ViT and its successors' quantizers, W8A8/W6A6/W4A4
+``machines.csv``                                      the same command's top-1 on other machines (no images)
+====================================================  ================================================
 
 Every top-1 comes with its 95 % bootstrap interval over the images; every comparison of two
 configurations on the same images with the paired difference, its interval, the exact McNemar
@@ -39,7 +40,8 @@ __all__ = ["REFERENCE", "Tables", "display_name", "load_tables", "correct", "acc
            "stability_table", "claims", "verdict_counts", "sentences", "draws_long", "calib_size_long", "ABLATION_ROWS", "METRIC_ROWS", "OFFICIAL_BASEPTQ_W6A6",
            "TIMM_FULL_VAL_TOP1", "paper_drops", "machines_table", "SUCCESSOR_ROWS", "PUBLISHED_SUCCESSORS",
            "PUBLISHED_FLOAT", "OFFICIAL_REPQ", "SUCCESSOR_TARGETS", "successors_table", "best_successor",
-           "successor_claims", "RESIDUAL_SENSITIVITY", "residual_sensitivity", "SUCCESSOR_PAIRS"]
+           "successor_claims", "RESIDUAL_SENSITIVITY", "residual_sensitivity", "SUCCESSOR_PAIRS", "STATISTICS",
+           "draw_records"]
 
 #: The committed reference folder, relative to the repository root.
 REFERENCE = Path("results/reference")
@@ -88,6 +90,9 @@ OFFICIAL_REPQ = {"W8A8": 80.62, "W6A6": 79.38, "W4A4": 32.77}
 #: The successors' targets: the drop from float that the best configuration should stay within.
 SUCCESSOR_TARGETS = {"W8A8": 0.5, "W6A6": 1.0, "W4A4": 10.0}
 _SUCCESSORS = "vit_tiny_successors"
+#: The calibration-draw tables: the statistics sweep (BasePTQ, PTQ4ViT, float), then the base PTQ
+#: with the whole-output cosine on the same draws (``sweeps/vit_tiny_statistics_whole_output.toml``).
+STATISTICS = ("vit_tiny_statistics", "vit_tiny_statistics_whole_output")
 
 
 def display_name(record: Mapping[str, Any]) -> str:
@@ -173,7 +178,7 @@ def machines_table(t: Tables) -> pd.DataFrame:
     column per machine, and the spread (max − min)."""
     if not len(t.machines):
         return pd.DataFrame()
-    mine = t.main + [r for r in t.sweep("vit_tiny_statistics") if r.get("draw") == 0 and r.get("method") != "float"]
+    mine = t.main + [r for r in draw_records(t) if r.get("draw") == 0]
     rows = []
     for (method, metric, w, a), group in t.machines.groupby(["method", "metric", "w_bits", "a_bits"], sort=False):
         r = next((r for r in mine if r["method"] == method and (r.get("config") or {}).get("metric") == metric
@@ -245,12 +250,24 @@ def main_table(t: Tables) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draws_table(t: Tables, name: str = "vit_tiny_statistics") -> pd.DataFrame:
-    """Top-1 over a sweep's calibration draws per method and bits: mean ± std, range, draw 0."""
+def draw_records(t: Tables, names: str | Sequence[str] = STATISTICS) -> list[dict[str, Any]]:
+    """The quantized records of the sweeps ``names`` (one name or several), in order; a run (its
+    key) in two of them counts once."""
+    names = (names,) if isinstance(names, str) else names
+    out, seen = [], set()
+    for r in (r for name in names for r in t.sweep(name) if r.get("method") != "float"):
+        if r.get("key") is None or r["key"] not in seen:
+            seen.add(r.get("key"))
+            out.append(r)
+    return out
+
+
+def draws_table(t: Tables, names: str | Sequence[str] = STATISTICS) -> pd.DataFrame:
+    """Top-1 over the calibration draws of one sweep or several per method and bits: mean ± std,
+    range, draw 0."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in t.sweep(name):
-        if r.get("method") != "float":
-            groups.setdefault((display_name(r), _bits(r)), []).append(r)
+    for r in draw_records(t, names):
+        groups.setdefault((display_name(r), _bits(r)), []).append(r)
     rows = []
     for (method, bits), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         top1 = [float(r["top1"]) for r in rs]
@@ -262,10 +279,10 @@ def draws_table(t: Tables, name: str = "vit_tiny_statistics") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def draws_long(t: Tables, name: str = "vit_tiny_statistics") -> pd.DataFrame:
-    """One row per run of a sweep (method, bits, draw, top-1): for strip plots."""
+def draws_long(t: Tables, names: str | Sequence[str] = STATISTICS) -> pd.DataFrame:
+    """One row per run of one sweep or several (method, bits, draw, top-1): for strip plots."""
     return pd.DataFrame([{"method": display_name(r), "bits": _bits(r), "draw": r.get("draw"),
-                          "top-1": float(r["top1"])} for r in t.sweep(name) if r.get("method") != "float"])
+                          "top-1": float(r["top1"])} for r in draw_records(t, names)])
 
 
 def _variant_rows(t: Tables, table: str, names: Mapping[str, Any], bits: Sequence[str],

@@ -71,15 +71,16 @@ def plot_main(t: paper.Tables) -> Figure:
     return fig
 
 
-def plot_draws(t: paper.Tables, name: str = "vit_tiny_statistics") -> Figure:
+def plot_draws(t: paper.Tables, name: str | Sequence[str] = paper.STATISTICS) -> Figure:
     """Top-1 of every calibration draw (dots) with mean ± std, one panel per bit-width."""
     long = paper.draws_long(t, name)
     bits = sorted(long.bits.unique(), reverse=True)
-    fig, axes = plt.subplots(1, len(bits), figsize=(3.6 * len(bits), 3.4), layout="constrained")
+    width = 1.3 * long.method.nunique() + 1.0
+    fig, axes = plt.subplots(1, len(bits), figsize=(width * len(bits), 3.6), layout="constrained")
     for ax, b in zip(np.atleast_1d(axes), bits):
-        part = long[long.bits == b]
-        sns.stripplot(part, x="method", y="top-1", hue="method", ax=ax, palette=_PALETTE[:2], size=6, jitter=0.15,
-                      legend=False)
+        part = long[long.bits == b].assign(method=lambda f: f.method.str.replace(" (", "\n(", regex=False))
+        sns.stripplot(part, x="method", y="top-1", hue="method", ax=ax, palette=_PALETTE[:part.method.nunique()],
+                      size=6, jitter=0.15, legend=False)
         sns.pointplot(part, x="method", y="top-1", ax=ax, color="black", errorbar="sd", markers="_", capsize=0.2,
                       linestyle="none")
         ax.set_title(f"{b}: {part.draw.nunique()} draws of 32 images")

@@ -113,6 +113,22 @@ def test_the_draw_table_of_hand_made_sweep_records() -> None:
         draws_markdown(records[-1:])
 
 
+def test_the_readme_draw_table_joins_the_statistics_tables(tmp_path: Path) -> None:
+    (tmp_path / "sweeps").mkdir()
+    assert render_draws(tmp_path) is None  # nothing promoted: no table
+    whole = [_sweep_record("baseptq", 6, d, c, f"w{d}") for d, c in enumerate((5, 6))]
+    for r in whole:
+        r["config"] = {**r["config"], "metric": "cosine"}
+    (tmp_path / "sweeps" / "vit_tiny_statistics_whole_output.jsonl").write_text("".join(json.dumps(r) + "\n" for r in whole))
+    only_whole = render_draws(tmp_path)
+    assert only_whole is not None and only_whole.splitlines()[2] == "| BasePTQ (whole-output cosine) | W6A6 | 2 | 55.00 ± 7.07 | 50.00 – 60.00 | 50.00 |"
+    stats = [_sweep_record("ptq4vit", 6, d, c, f"p{d}") for d, c in enumerate((7, 9))]
+    (tmp_path / "sweeps" / "vit_tiny_statistics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats))
+    assert render_draws(tmp_path).splitlines()[2:] == [
+        "| PTQ4ViT | W6A6 | 2 | 80.00 ± 14.14 | 70.00 – 90.00 | 70.00 |", only_whole.splitlines()[2]]
+    assert render_draws(tmp_path, "vit_tiny_statistics").count("\n") == 3
+
+
 def test_promote_sweep_keeps_one_checked_record_per_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ptqlib.io.jsonl as jsonl
 

@@ -103,6 +103,16 @@ def test_file_and_command_line_lists_give_the_same_stable_keys(sweep_file: Path,
     assert cli.method_config["baseptq"] == {"max_tokens": None}
 
 
+def test_the_committed_sweep_files_load_and_each_committed_table_has_its_file() -> None:
+    files = sorted((ROOT / "sweeps").glob("*.toml"))
+    for path in files:
+        sweep = load_sweep(path)
+        keys = [run.key for run in sweep.runs()]
+        assert keys and len(set(keys)) == len(keys), path.name  # every run its own key
+    tables = {p.stem for p in (ROOT / "results" / "reference" / "sweeps").glob("*.jsonl")}
+    assert tables <= {load_sweep(path).name for path in files}  # each promoted table can be rerun
+
+
 def test_each_mistake_in_a_sweep_file_is_one_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('models = ["test_vit", "no_such_model"]\nmethods = ["ptq5vit"]\nbits = ["8/8", "8-8", "1/8"]\n'

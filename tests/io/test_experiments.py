@@ -85,6 +85,23 @@ def test_draw_table_and_sentences(tables: ex.Tables) -> None:
     assert "PTQ4ViT W6A6 over 3 calibration draws: 90.00 ± 5.00 (range 85.00–95.00)" in lines
 
 
+def test_draw_tables_of_two_sweeps_count_each_run_once(tmp_path: Path) -> None:
+    everything = set(range(N))
+    whole = {"config": {"metric": "cosine"}}
+    stats = [result_record("baseptq", 6, everything - set(range(k)), draw=d, key=f"b{d}", config={"metric": "cosine_token"})
+             for d, k in enumerate((40, 60))]
+    older = [result_record("baseptq", 6, everything - set(range(k)), draw=d, key=f"w{d}", **whole)
+             for d, k in enumerate((100, 80, 90))] + [stats[1]]  # a run in both tables counts once
+    t = ex.load_tables(_write(tmp_path, [], {"vit_tiny_statistics": stats, "vit_tiny_statistics_whole_output": older}))
+    d = ex.draws_table(t).set_index(["method", "bits"])
+    # per token: 80 %, 70 %; whole output: 50 %, 60 %, 55 %
+    assert (d.loc[("BasePTQ", "W6A6"), ["draws", "mean", "min", "max", "draw 0 (calib32)"]].tolist()
+            == [2, 75.0, 70.0, 80.0, 80.0])
+    assert (d.loc[("BasePTQ (whole-output cosine)", "W6A6"), ["draws", "mean", "std", "min", "max"]].tolist()
+            == [3, 55.0, 5.0, 50.0, 60.0])
+    assert len(ex.draws_long(t)) == 5 and len(ex.draws_table(t, "vit_tiny_statistics")) == 1
+
+
 @pytest.fixture
 def successors(tmp_path: Path) -> ex.Tables:
     everything = set(range(N))
