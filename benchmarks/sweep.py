@@ -3,9 +3,11 @@
     python benchmarks/sweep.py sweeps/smoke_test_vit.toml [--workers N] [--executors local:1,local:N,inprocess]
         [--draws N] [--data DIR] [--keep DIR] [-- more reproduce flags]
 
-``--keep DIR`` copies the first executor's results table (``<name>.jsonl``, ``.csv``, ``_summary.csv``)
-into DIR, so the benchmark's runs can be promoted like any sweep's. ``--draws N`` runs the sweep's first N calibration draws only (its other lists unchanged): a
+``--draws N`` runs the sweep's first N calibration draws only (its other lists unchanged): a
 subset of the same runs, whose wall time scales to the whole sweep by its number of runs.
+``--keep DIR`` copies the first executor's results table (``<name>.jsonl``, ``.csv``,
+``_summary.csv``) into DIR, so the benchmark's runs can be promoted like any sweep's; it refuses a
+DIR that already holds them.
 
 Each executor runs the whole sweep (``python -m ptqlib reproduce --sweep FILE --executor E``) into a
 fresh temporary results folder, so nothing is skipped; the wall time is measured around that command.
@@ -66,6 +68,11 @@ def synthetic_data(folder: Path, calib: int = 16, val: int = 32) -> Path:
     return folder
 
 
+def _kept(files: SweepFiles) -> tuple[Path, ...]:
+    """The files ``--keep`` copies: the table, its CSV and its summary."""
+    return files.table, files.csv, files.summary
+
+
 def run_once(sweep_file: Path, executor: str, data: Path, extra: list[str], keep: Path | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ptqlib-sweep-bench-") as tmp:
         command = [sys.executable, "-m", "ptqlib", "reproduce", "--sweep", str(sweep_file), "--output-dir", tmp,
@@ -83,9 +90,8 @@ def run_once(sweep_file: Path, executor: str, data: Path, extra: list[str], keep
         records = read_records(files.table)[0].records
         if keep is not None:
             keep.mkdir(parents=True, exist_ok=True)
-            for path in Path(files.table).parent.glob(f"{name}*"):
-                if path.is_file():
-                    shutil.copy2(path, keep / path.name)
+            for path in _kept(files):
+                shutil.copy2(path, keep / path.name)
     return {"wall": wall, "records": {r["key"]: r for r in records}, "load": (load_before, load_after)}
 
 
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep = sweep.replace(draws=args.draws)
             extra = ["--draws", str(args.draws), *extra]
         runs = sweep.runs()
-        if args.keep is not None and any(args.keep.glob(f"{sweep.name}*")):
+        if args.keep is not None and any((args.keep / p.name).exists() for p in _kept(SweepFiles.under(".", sweep.name))):
             raise PtqlibError(f"{args.keep} already holds a {sweep.name} table; pass another --keep folder "
                               "(the benchmark never overwrites results)")
         with tempfile.TemporaryDirectory(prefix="ptqlib-sweep-data-") as tmp:

@@ -256,8 +256,9 @@ def draw_records(t: Tables, names: str | Sequence[str] = STATISTICS) -> list[dic
     names = (names,) if isinstance(names, str) else names
     out, seen = [], set()
     for r in (r for name in names for r in t.sweep(name) if r.get("method") != "float"):
-        if r.get("key") is None or r["key"] not in seen:
-            seen.add(r.get("key"))
+        key = r.get("key")
+        if key is None or key not in seen:
+            seen.add(key)
             out.append(r)
     return out
 

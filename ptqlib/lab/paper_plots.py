@@ -71,9 +71,10 @@ def plot_main(t: paper.Tables) -> Figure:
     return fig
 
 
-def plot_draws(t: paper.Tables, name: str | Sequence[str] = paper.STATISTICS) -> Figure:
-    """Top-1 of every calibration draw (dots) with mean ± std, one panel per bit-width."""
-    long = paper.draws_long(t, name)
+def plot_draws(t: paper.Tables, names: str | Sequence[str] = paper.STATISTICS) -> Figure:
+    """Top-1 of every calibration draw of the sweeps ``names`` (dots) with mean ± std, one panel per
+    bit-width."""
+    long = paper.draws_long(t, names)
     bits = sorted(long.bits.unique(), reverse=True)
     width = 1.3 * long.method.nunique() + 1.0
     fig, axes = plt.subplots(1, len(bits), figsize=(width * len(bits), 3.6), layout="constrained")
